@@ -1,0 +1,226 @@
+"""`dfkd <stage> ...`: one subcommand per workflow stage, usable by hand or from Snakemake.
+
+Stage settings arrive as one JSON object (`--params`), the same config slice that the
+Snakemake rule records as its params. Errors the user can fix print as one clear message
+(exit code 2), never as a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dfkd.errors import DfkdError
+
+
+def _json_arg(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DfkdError(f"--params is not valid JSON ({exc}): {text[:200]}") from exc
+    if not isinstance(value, dict):
+        raise DfkdError("--params must be a JSON object")
+    return value
+
+
+def _named_files(paths: list[str]) -> dict[str, Path]:
+    """Map each file's stem (the source name) to its path; stems must be unique."""
+    named: dict[str, Path] = {}
+    for path in map(Path, paths):
+        if path.stem in named:
+            raise DfkdError(f"two files share the source name '{path.stem}': {named[path.stem]} and {path}")
+        named[path.stem] = path
+    return named
+
+
+# ---------------------------------------------------------------------------- subcommands
+def cmd_validate(args) -> None:
+    from dfkd.config import load_config
+
+    config = load_config(args.config)
+    print(f"{args.config}: valid ({len(config['targets'])} targets, {len(config['sources'])} sources, "
+          f"{len(config['transfer_sets'])} transfer sets)")
+
+
+def cmd_prepare(args) -> None:
+    from dfkd.prepare import prepare_source
+    from dfkd.sources import TargetSpec
+
+    params = _json_arg(args.params)
+    spec = TargetSpec(channels=params["channels"], image_size=params["image_size"])
+    prepare_source(args.name, params["source"], spec, params.get("split") or "train", Path(args.out), params)
+
+
+def cmd_train_teacher(args) -> None:
+    from dfkd.teacher import train_teacher
+
+    train_teacher(Path(args.train), Path(args.test), _json_arg(args.params), Path(args.out_dir))
+
+
+def cmd_features(args) -> None:
+    from dfkd.features import extract_features
+
+    extract_features(Path(args.model), Path(args.data), Path(args.out), args.batch_size)
+
+
+def cmd_label(args) -> None:
+    from dfkd.labels import label_source
+
+    label_source(Path(args.features), Path(args.out))
+
+
+def cmd_assemble(args) -> None:
+    from dfkd.balance import assemble_files
+
+    total = args.total
+    if total is None and args.total_like:
+        from dfkd.artifacts import read_parquet
+
+        total = len(read_parquet(args.total_like, ["index"]))
+    assemble_files(
+        [Path(p) for p in args.labels], args.num_classes, Path(args.out),
+        Path(args.counts) if args.counts else None,
+        balanced=not args.unbalanced, per_class=args.per_class, total=total,
+        classes=args.classes, size=args.size, seed=args.seed,
+    )
+
+
+def cmd_distill(args) -> None:
+    from dfkd.distill import distill_student
+
+    distill_student(
+        Path(args.teacher), Path(args.manifest), _named_files(args.data),
+        _named_files(args.features) if args.features else None,
+        Path(args.test), _json_arg(args.params), Path(args.out_dir),
+    )
+
+
+def cmd_hausdorff(args) -> None:
+    from dfkd.hausdorff import hausdorff_files
+
+    result = hausdorff_files(
+        Path(args.a), Path(args.b), Path(args.out),
+        Path(args.rows_a) if args.rows_a else None, Path(args.rows_b) if args.rows_b else None,
+    )
+    print(f"H = {result['hausdorff']:.6g} (A->B {result['directed_ab']:.6g}, B->A {result['directed_ba']:.6g})")
+
+
+def cmd_distance(args) -> None:
+    from dfkd.distance import transfer_set_distance
+
+    transfer_set_distance(Path(args.manifest), _named_files(args.features), Path(args.train_features), Path(args.out))
+
+
+def cmd_report(args) -> None:
+    from dfkd.report import build_summary
+
+    build_summary(Path(args.target_dir), _json_arg(args.params), Path(args.out_csv), Path(args.out_md))
+
+
+def cmd_plot_counts(args) -> None:
+    from dfkd.report import plot_counts
+
+    plot_counts(Path(args.counts), Path(args.out), args.title)
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dfkd", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a config file against the schema")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("prepare", help="convert a source to the target's spec: data/{source}.h5")
+    p.add_argument("--name", required=True)
+    p.add_argument("--params", required=True, help="JSON: {source: {...}, split, channels, image_size}")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train-teacher", help="train the teacher: teacher/model.pt, metrics.json, log.csv")
+    p.add_argument("--train", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--params", required=True, help="JSON: the target's model I/O and teacher block")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_train_teacher)
+
+    p = sub.add_parser("features", help="teacher features and logits of a data file")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch-size", type=int, default=2048)
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("label", help="teacher labels of a source from its features file")
+    p.add_argument("--features", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("assemble", help="build a (class-balanced) transfer set from labels files, in order")
+    p.add_argument("--labels", nargs="+", required=True, help="labels parquet files; the first is the base")
+    p.add_argument("--num-classes", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--counts")
+    p.add_argument("--unbalanced", action="store_true")
+    p.add_argument("--per-class", type=int)
+    p.add_argument("--total", type=int)
+    p.add_argument("--total-like", help="a labels file whose row count is the default --total (the training set)")
+    p.add_argument("--classes", type=int)
+    p.add_argument("--size", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_assemble)
+
+    p = sub.add_parser("distill", help="distil a student on a transfer set")
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--data", nargs="+", required=True, help="data files of the set's sources (stem = source)")
+    p.add_argument("--features", nargs="*", help="features files (stem = source), for cached teacher logits")
+    p.add_argument("--test", required=True)
+    p.add_argument("--params", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("hausdorff", help="exact Hausdorff distance between two feature files")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--out", required=True)
+    p.add_argument("--rows-a")
+    p.add_argument("--rows-b")
+    p.set_defaults(func=cmd_hausdorff)
+
+    p = sub.add_parser("distance", help="Hausdorff distance of a transfer set (any sources) to the training set")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--features", nargs="+", required=True)
+    p.add_argument("--train-features", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_distance)
+
+    p = sub.add_parser("report", help="the summary table and class-count figures of a target")
+    p.add_argument("--target-dir", required=True)
+    p.add_argument("--params", required=True)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("plot-counts", help="bar chart of a transfer set's class counts")
+    p.add_argument("--counts", required=True)
+    p.add_argument("--title", default="")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_plot_counts)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DfkdError as exc:
+        print(f"dfkd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

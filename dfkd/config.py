@@ -1,0 +1,163 @@
+"""Load and validate the experiment config, and slice it per stage.
+
+The schema (`dfkd/schemas/config.schema.yaml`) holds every key, its description and its
+default. `validate_config` checks it, fills defaults, then checks what a schema cannot:
+names that must refer to each other, and each source kind's own arguments.
+
+The `*_slice` functions return exactly the part of the config that one stage reads. The
+Snakemake rules pass them as `params`, so that Snakemake re-runs a job exactly when its slice
+changed (see README "What re-runs when you change what").
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+from dfkd.errors import DfkdError
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+TARGET_SPLITS = ("train", "test")
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _validator_with_defaults(schema: Mapping) -> jsonschema.Validator:
+    """A draft-07 validator that also fills `default` values (as snakemake's validate does)."""
+    base = jsonschema.Draft7Validator
+
+    def set_defaults(validator, properties, instance, schema_node):
+        if isinstance(instance, dict):
+            for key, subschema in properties.items():
+                if "default" in subschema and key not in instance:
+                    instance[key] = copy.deepcopy(subschema["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema_node)
+
+    extended = jsonschema.validators.extend(base, {"properties": set_defaults})
+    return extended(schema)
+
+
+def schema_errors(instance: Any, schema: Mapping, where: str = "") -> list[str]:
+    """All schema violations as 'key.path: message' lines (defaults are filled in place)."""
+    validator = _validator_with_defaults(schema)
+    messages = []
+    for error in sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path]):
+        parts = ([where] if where else []) + [str(part) for part in error.absolute_path]
+        messages.append(f"{'.'.join(parts) or '(top level)'}: {error.message}")
+    return messages
+
+
+def validate_config(config: Mapping[str, Any], source_file: str = "config") -> dict:
+    """Return a validated copy of `config` with defaults filled; raise DfkdError listing every problem."""
+    if not isinstance(config, Mapping):
+        raise DfkdError(f"{source_file}: the config must be a mapping of keys, not {type(config).__name__}.")
+    config = copy.deepcopy(dict(config))
+    problems = schema_errors(config, load_schema())
+    if not problems:
+        problems = _semantic_errors(config)
+    if problems:
+        listing = "\n  - ".join(problems)
+        raise DfkdError(f"{source_file} is invalid:\n  - {listing}\nFix these keys (see dfkd/schemas/config.schema.yaml for every key and its meaning).")
+    return config
+
+
+def _semantic_errors(config: dict) -> list[str]:
+    from dfkd.sources import source_arg_schema
+
+    problems = []
+    for name in config["run_targets"]:
+        if name not in config["targets"]:
+            problems.append(f"run_targets: '{name}' is not defined under targets (defined: {sorted(config['targets'])})")
+    known_sources = set(config["sources"]) | set(TARGET_SPLITS)
+    for set_name, recipe in config["transfer_sets"].items():
+        for source in recipe["sources"]:
+            if source not in known_sources:
+                problems.append(f"transfer_sets.{set_name}.sources: '{source}' is not a defined source (defined: {sorted(known_sources)})")
+        if len(set(recipe["sources"])) != len(recipe["sources"]):
+            problems.append(f"transfer_sets.{set_name}.sources: a source is listed twice: {recipe['sources']}")
+    blocks = {f"sources.{name}": block for name, block in config["sources"].items()}
+    blocks.update({f"targets.{name}.dataset": t["dataset"] for name, t in config["targets"].items()})
+    for where, block in blocks.items():
+        try:
+            schema = source_arg_schema(block["kind"])
+        except DfkdError as exc:
+            problems.append(f"{where}.kind: {exc}")
+            continue
+        problems.extend(schema_errors(block, schema, where))
+    for name, target in config["targets"].items():
+        for key in ("mean", "std"):
+            if len(target[key]) not in (1, target["channels"]):
+                problems.append(f"targets.{name}.{key}: needs 1 or {target['channels']} values, got {target[key]}")
+    return problems
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DfkdError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DfkdError(f"{path} is not valid YAML: {exc}") from exc
+    return validate_config(raw or {}, str(path))
+
+
+# ---------------------------------------------------------------------------- stage slices
+def target_spec_slice(target: Mapping) -> dict:
+    return {key: target[key] for key in ("channels", "image_size")}
+
+
+def model_io_slice(target: Mapping) -> dict:
+    return {key: target[key] for key in ("channels", "image_size", "num_classes", "mean", "std")}
+
+
+def source_block(config: Mapping, target_name: str, source: str) -> dict:
+    """The config block that loads `source` for `target_name` ('train'/'test' are the target's data)."""
+    if source in TARGET_SPLITS:
+        return dict(config["targets"][target_name]["dataset"])
+    try:
+        return dict(config["sources"][source])
+    except KeyError:
+        raise DfkdError(f"source '{source}' is not defined (defined: {sorted(config['sources'])})") from None
+
+
+def prepare_slice(config: Mapping, target_name: str, source: str) -> dict:
+    target = config["targets"][target_name]
+    split = source if source in TARGET_SPLITS else None
+    return {"source": source_block(config, target_name, source), "split": split, **target_spec_slice(target)}
+
+
+def teacher_slice(config: Mapping, target_name: str) -> dict:
+    target = config["targets"][target_name]
+    return {**model_io_slice(target), "teacher": target["teacher"]}
+
+
+def student_slice(config: Mapping, target_name: str) -> dict:
+    target = config["targets"][target_name]
+    return {**model_io_slice(target), "student": target["student"]}
+
+
+def assemble_slice(config: Mapping, target_name: str, set_name: str) -> dict:
+    target = config["targets"][target_name]
+    recipe = config["transfer_sets"][set_name]
+    return {
+        "sources": list(recipe["sources"]),
+        "balanced": recipe["balanced"],
+        "num_classes": target["num_classes"],
+        "per_class": recipe.get("per_class", target.get("per_class")),
+        "total": recipe.get("total", target.get("total")),
+        "classes": recipe.get("classes"),
+        "size": recipe.get("size"),
+        "seed": recipe["seed"],
+    }
+
+
+def as_json(value: Any) -> str:
+    """Canonical JSON for a params slice (key order fixed, so unchanged configs compare equal)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,60 @@
+"""Stage `features`: the teacher's penultimate features and logits for every image of a source.
+
+Input: `teacher/model.pt` and `data/{source}.h5`. Output: `features/{source}.h5` with
+`features` float32 [N, D], `logits` float32 [N, K] and, where the data has them, the
+ground-truth `labels`. Images are streamed in chunks, so memory stays bounded by
+`batch_size` whatever the source's size.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dfkd.artifacts import H5Writer, h5_dataset, open_h5
+from dfkd.errors import DfkdError
+from dfkd.provenance import make_provenance
+
+
+def check_images(dataset, expected: tuple[int, int, int], path: Path) -> None:
+    """The images of a data file must be uint8 [N, C, H, W] at the teacher's input spec."""
+    if dataset.dtype != np.uint8 or dataset.ndim != 4 or tuple(dataset.shape[1:]) != expected:
+        raise DfkdError(
+            f"{path}:/images is {dataset.dtype} {tuple(dataset.shape)}; the teacher expects uint8 "
+            f"[N, {expected[0]}, {expected[1]}, {expected[2]}]. Re-run `prepare` for this target."
+        )
+
+
+@torch.no_grad()
+def extract_features(model_path: Path, data_path: Path, out: Path, batch_size: int = 2048) -> None:
+    from dfkd.models import load_model
+    from dfkd.training import normalize, pick_device
+
+    device = pick_device()
+    model, record = load_model(model_path)
+    model = model.to(device).eval()
+    spec = (record["in_channels"], record["image_size"], record["image_size"])
+    provenance = make_provenance(
+        "features", {"batch_size": batch_size}, inputs={"teacher": model_path, "data": data_path}
+    )
+    with open_h5(data_path) as source:
+        images = h5_dataset(source, "images")
+        check_images(images, spec, data_path)
+        n = images.shape[0]
+        labels = h5_dataset(source, "labels", ndim=1)[()] if "labels" in source else None
+        with H5Writer(out, provenance) as writer:
+            features_out = logits_out = None
+            for start in range(0, n, batch_size):
+                chunk = torch.from_numpy(images[start : start + batch_size]).to(device)  # (B, C, H, W) uint8
+                features = model.features(normalize(chunk, record["mean"], record["std"]))  # (B, D)
+                logits = model.head(features)  # (B, K)
+                if features_out is None:
+                    features_out = writer.create("features", (n, features.shape[1]), np.float32)
+                    logits_out = writer.create("logits", (n, logits.shape[1]), np.float32)
+                features_out[start : start + len(chunk)] = features.float().cpu().numpy()
+                logits_out[start : start + len(chunk)] = logits.float().cpu().numpy()
+            if n == 0:
+                raise DfkdError(f"{data_path} holds no images; nothing to extract.")
+            if labels is not None:
+                writer.handle.create_dataset("labels", data=labels.astype(np.int64))

@@ -1,0 +1,54 @@
+"""Stage `label`: the teacher's class for every image of a source.
+
+Input: `features/{source}.h5` (its `logits`). Output: `labels/{source}.parquet` with
+`index` (row in the source's data file), `label` (teacher's class), `confidence` (max
+softmax), `margin` (top-1 minus top-2 probability) and `true_label` (-1 where unknown).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dfkd.artifacts import h5_dataset, open_h5, write_parquet
+from dfkd.errors import DfkdError
+from dfkd.provenance import make_provenance
+
+CHUNK = 1 << 16
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    expd = np.exp(shifted, dtype=np.float64)
+    return expd / expd.sum(axis=1, keepdims=True)
+
+
+def teacher_labels(logits: np.ndarray) -> pd.DataFrame:
+    """Class, confidence and margin of each row of `logits` [N, K]."""
+    probs = softmax(logits)  # (N, K)
+    top2 = np.sort(probs, axis=1)[:, -2:]  # (N, 2); K >= 2 by the schema
+    return pd.DataFrame(
+        {
+            "label": probs.argmax(axis=1).astype(np.int64),
+            "confidence": top2[:, 1].astype(np.float32),
+            "margin": (top2[:, 1] - top2[:, 0]).astype(np.float32),
+        }
+    )
+
+
+def label_source(features_path: Path, out: Path) -> pd.DataFrame:
+    with open_h5(features_path) as handle:
+        logits = h5_dataset(handle, "logits", ndim=2, dtypes=("f4", "f8"))
+        n = logits.shape[0]
+        if n == 0:
+            raise DfkdError(f"{features_path}:/logits is empty; the source has no images.")
+        parts = [teacher_labels(logits[start : start + CHUNK]) for start in range(0, n, CHUNK)]
+        truth = h5_dataset(handle, "labels", ndim=1)[()] if "labels" in handle else np.full(n, -1)
+    frame = pd.concat(parts, ignore_index=True)
+    if not np.isfinite(frame["confidence"]).all():
+        raise DfkdError(f"{features_path}:/logits holds NaN or inf values; the teacher is broken. Re-train it.")
+    frame.insert(0, "index", np.arange(n, dtype=np.int64))
+    frame["true_label"] = truth.astype(np.int64)
+    write_parquet(out, frame, make_provenance("label", {}, inputs={"features": features_path}))
+    return frame

@@ -1,0 +1,55 @@
+# Config validation, path helpers, input functions and the per-rule config slices.
+# Each rule's `params.slice` is exactly the config its stage reads, so Snakemake's params
+# trigger re-runs a job exactly when that part of the config changed.
+import sys
+
+from snakemake.utils import validate
+
+import dfkd.config as dfkd_config
+from dfkd.errors import DfkdError
+
+validate(config, schema=str(dfkd_config.SCHEMA_PATH))
+try:
+    config.update(dfkd_config.validate_config(config, "config"))
+except DfkdError as error:
+    sys.exit(f"dfkd: {error}")
+
+R = config["results"].rstrip("/")
+NAME = "[A-Za-z0-9_-]+"
+
+
+wildcard_constraints:
+    target=NAME,
+    source=NAME,
+    set=NAME,
+
+
+def path(target, kind, name=""):
+    """results/{target}/{kind}/{name}: the one place that knows the layout."""
+    return f"{R}/{target}/{kind}/{name}" if name else f"{R}/{target}/{kind}"
+
+
+def set_sources(wildcards):
+    return config["transfer_sets"][wildcards.set]["sources"]
+
+
+def distilled_sets():
+    return [name for name, recipe in config["transfer_sets"].items() if recipe["distill"]]
+
+
+def set_files(kind, suffix):
+    """Input function: one file per source of the transfer set, e.g. its labels."""
+    return lambda w: [path(w.target, kind, f"{s}{suffix}") for s in set_sources(w)]
+
+
+def as_json_param(make_slice):
+    """A params value: the canonical JSON of a config slice, computed from wildcards."""
+    return lambda w: dfkd_config.as_json(make_slice(w))
+
+
+def all_outputs():
+    outputs = []
+    for target in config["run_targets"]:
+        outputs += [path(target, "tables", "summary.csv"), path(target, "tables", "summary.md")]
+        outputs += [path(target, "figures", f"class_counts_{s}.png") for s in config["transfer_sets"]]
+    return outputs

@@ -1,0 +1,22 @@
+rule extract_features:
+    """Teacher penultimate features and logits of every image of a source."""
+    input:
+        model=path("{target}", "teacher", "model.pt"),
+        data=path("{target}", "data", "{source}.h5"),
+    output:
+        path("{target}", "features", "{source}.h5"),
+    log:
+        path("{target}", "logs", "features/{source}.log"),
+    benchmark:
+        path("{target}", "benchmarks", "features/{source}.tsv")
+    conda:
+        "../envs/dfkd.yaml"
+    params:
+        batch_size=config["feature_batch_size"],
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "dfkd features --model {input.model} --data {input.data} --out {output}"
+        " --batch-size {params.batch_size} > {log} 2>&1"
