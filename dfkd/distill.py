@@ -1,0 +1,199 @@
+"""Distillation: teacher/model.pt + transfer/{set}.parquet + data/{source}.h5 -> students/{run}/.
+
+The student learns from the teacher's soft outputs on the transfer set only (no labels, no
+other loss), evaluated each epoch on the target's test set. Without augmentation the teacher's
+logits are fixed per row: they are read from features/{source}.h5 when given ("cached") or
+computed once here ("online"). With augmentation the teacher labels every augmented batch.
+Outputs: model.pt, metrics.json (the final test accuracy is the headline), log.csv, and the
+resumable checkpoint.pt (see dfkd.training.fit).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from dfkd.artifacts import h5_dataset, open_h5, read_parquet, save_torch, write_json
+from dfkd.augment import augment_active, augment_batch
+from dfkd.errors import DfkdError
+from dfkd.models import count_parameters, load_model, model_record
+from dfkd.provenance import make_provenance
+from dfkd.training import (
+    TensorLoader, describe_device, evaluate, fit, init_model, load_split, model_input, pick_device,
+    predict_logits, target_spec, to_unit, training_config, write_log_csv,
+)
+
+_BLOCK = 4096  # rows read at a time when gathering from HDF5 (the writers' chunk length)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Knowledge-distillation loss (Hinton, Vinyals, Dean 2015, "Distilling the Knowledge in a
+    Neural Network"), the only loss of the study (Nayak et al., WACV 2021):
+
+        L = T^2 * (1/N) * sum_i KL(p_i || q_i),   p_i = softmax(t_i / T),  q_i = softmax(s_i / T),
+        KL(p || q) = sum_k p_k (log p_k - log q_k).
+
+    The T^2 factor keeps gradient magnitudes comparable across temperatures. It differs from
+    ZSKD's T^2 * CE(q, p) only by the teacher's entropy, a constant for the student.
+    Logits are (N, K); computed in float32.
+    """
+    T = float(temperature)
+    log_q = F.log_softmax(student_logits.float() / T, dim=1)  # (N, K)
+    log_p = F.log_softmax(teacher_logits.float() / T, dim=1)  # (N, K)
+    return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * (T * T)
+
+
+def gather_rows(path: str | Path, name: str, indices: np.ndarray, trailing: Sequence[int] | None = None,
+                dtypes: Sequence[str] = ()) -> np.ndarray:
+    """Rows `indices` (any order, repeats allowed) of dataset `name`, read block by block."""
+    with open_h5(path) as handle:
+        dataset = h5_dataset(handle, name, None if trailing is None else 1 + len(trailing), dtypes)
+        if trailing is not None and tuple(dataset.shape[1:]) != tuple(trailing):
+            raise DfkdError(f"{path}:/{name} has shape {dataset.shape}; expected (N, {', '.join(map(str, trailing))}). "
+                            "Re-run the rule that makes it for this target.")
+        n = dataset.shape[0]
+        if len(indices) and (indices.min() < 0 or indices.max() >= n):
+            bad = indices.min() if indices.min() < 0 else indices.max()
+            raise DfkdError(f"{path}:/{name} has {n} rows but the transfer set asks for row {bad}; "
+                            "the manifest is stale, re-run assemble.")
+        out = np.empty((len(indices),) + dataset.shape[1:], dataset.dtype)
+        order = np.argsort(indices, kind="stable")
+        wanted = indices[order]  # sorted row numbers
+        for start in range(0, n, _BLOCK):
+            lo, hi = np.searchsorted(wanted, [start, start + _BLOCK])
+            if lo < hi:
+                block = dataset[start:min(start + _BLOCK, n)]
+                out[order[lo:hi]] = block[wanted[lo:hi] - start]
+    return out
+
+
+def _check_teacher(record: Mapping[str, Any], spec: Mapping[str, Any], path: Path) -> None:
+    pairs = [("in_channels", "channels"), ("image_size", "image_size"), ("num_classes", "num_classes")]
+    wrong = [f"{mine}={record[mine]} (target {theirs}={spec[theirs]})" for mine, theirs in pairs
+             if record[mine] != spec[theirs]]
+    if wrong:
+        raise DfkdError(f"teacher {path} does not fit the target: {', '.join(wrong)}. Retrain the teacher.")
+
+
+def distill_student(
+    teacher_path: Path,
+    manifest: Path,
+    data_files: Mapping[str, Path],
+    feature_files: Mapping[str, Path] | None,
+    test_h5: Path,
+    target: Mapping[str, Any],
+    out_dir: Path,
+    *,
+    on_step: Callable[[int, int], None] | None = None,
+    fresh_on_mismatch: bool = False,
+) -> dict[str, Any]:
+    """Distil the target's student on one transfer set; write model.pt, metrics.json, log.csv; return the metrics.
+
+    `manifest` lists (source, index, label) rows; `data_files[source]` holds their images and
+    `feature_files[source]` (optional) the teacher's logits. Resumes from out_dir/checkpoint.pt;
+    `on_step` and `fresh_on_mismatch` as in train_teacher.
+    """
+    # 1. config, teacher, the transfer set's sources
+    out_dir = Path(out_dir)
+    cfg, spec, device = training_config(target["student"], "student"), target_spec(target), pick_device()
+    teacher, record = load_model(teacher_path)
+    _check_teacher(record, spec, Path(teacher_path))
+    frame = read_parquet(manifest, ["source", "index", "label"])
+    if len(frame) == 0:
+        raise DfkdError(f"{manifest} lists no rows; the transfer set is empty (check its sources and caps).")
+    sources = list(dict.fromkeys(frame["source"]))  # in order of first appearance
+    missing = [source for source in sources if source not in data_files]
+    if missing:
+        raise DfkdError(f"{manifest} draws on sources {missing} but no data file was given for them.")
+    augmenting = augment_active(cfg["augment"])
+    cached = not augmenting and feature_files is not None
+    if cached and any(source not in feature_files for source in sources):
+        raise DfkdError(f"no feature file given for sources {[s for s in sources if s not in feature_files]}.")
+    inputs = {"teacher": teacher_path, "manifest": manifest, "test": test_h5,
+              **{f"data/{source}": data_files[source] for source in sources},
+              **({f"features/{source}": feature_files[source] for source in sources} if cached else {})}
+    teacher_logits = "cached" if cached else "online"
+    provenance = make_provenance("distill", {"target": spec, "student": cfg, "teacher_logits": teacher_logits},
+                                 inputs, cfg["seed"])
+    identity = {"stage": "distill", "arch": cfg["arch"], "config": provenance["config"],
+                "inputs": {role: entry["sha256"] for role, entry in provenance["inputs"].items()}}
+
+    # 2. the transfer set's images (and teacher logits) in manifest order, on the device
+    C, S, K = spec["channels"], spec["image_size"], spec["num_classes"]
+    rows_of = {source: np.flatnonzero(frame["source"].to_numpy() == source) for source in sources}
+    index = frame["index"].to_numpy()
+    if index.dtype.kind not in "iu":
+        raise DfkdError(f"{manifest}: column 'index' has dtype {index.dtype}; expected integers.")
+    images = np.empty((len(frame), C, S, S), np.uint8)
+    for source, rows in rows_of.items():
+        images[rows] = gather_rows(data_files[source], "images", index[rows], (C, S, S), ("uint8",))
+    images = torch.from_numpy(images).to(device)  # (M, C, S, S) uint8
+    test_x, test_y = load_split(test_h5, spec, device)
+    teacher = teacher.to(device).requires_grad_(False)
+    if device.type == "cuda":
+        teacher = teacher.to(memory_format=torch.channels_last)
+    t_mean, t_std = record["mean"], record["std"]
+    logits = None  # (M, K) float32 when fixed per row
+    if cached:
+        logits = np.empty((len(frame), K), np.float32)
+        for source, rows in rows_of.items():
+            logits[rows] = gather_rows(feature_files[source], "logits", index[rows], (K,), ("f2", "f4", "f8"))
+        if not np.isfinite(logits).all():
+            raise DfkdError(f"teacher logits in {[str(feature_files[s]) for s in sources]} hold NaN or inf; "
+                            "re-run feature extraction (check the teacher).")
+        logits = torch.from_numpy(logits).to(device)
+    elif not augmenting:
+        logits = predict_logits(teacher, images, t_mean, t_std, cfg["amp"])
+
+    # 3. student, loader, loss
+    mean, std, T = spec["mean"], spec["std"], cfg["temperature"]
+    student = init_model(cfg["arch"], C, K, S, cfg["seed"], device)
+    loader = TensorLoader([images] if logits is None else [images, logits], cfg["batch_size"], cfg["seed"])
+
+    def step_loss(batch, generator):
+        x = to_unit(batch[0])  # (B, C, H, W) in [0, 1]
+        if augmenting:
+            x = augment_batch(x, cfg["augment"], generator)
+        if logits is None:  # the teacher (eval mode) labels this augmented batch
+            with torch.no_grad():
+                t = teacher(model_input(x, t_mean, t_std))  # (B, K)
+        else:
+            t = batch[1]  # (B, K)
+        return kd_loss(student(model_input(x, mean, std)), t, T)
+
+    # 4. train (resumes from out_dir/checkpoint.pt)
+    result = fit(student, loader, step_loss, lambda: evaluate(student, test_x, test_y, mean, std, K, cfg["amp"]),
+                 cfg, identity, out_dir, name="student", on_step=on_step,
+                 fresh_on_mismatch=fresh_on_mismatch,
+                 nan_hint=f"Lower student.optimizer.lr (now {cfg['optimizer']['lr']}) or change student.temperature "
+                          f"(now {T}).")
+
+    # 5. outputs: model, log, metrics (metrics last)
+    save_torch(out_dir / "model.pt", model_record(student, cfg["arch"], C, K, S, mean, std, provenance))
+    write_log_csv(out_dir / "log.csv", result.log)
+    best = max(result.log, key=lambda row: row["test_accuracy"])
+    metrics = {
+        "test_accuracy": result.last_eval["accuracy"],
+        "per_class_accuracy": result.last_eval["per_class"],
+        "best_epoch_accuracy": best["test_accuracy"],
+        "best_epoch": best["epoch"],
+        "best_epoch_note": "best_epoch and best_epoch_accuracy are selected on the test set (optimistic); "
+                           "test_accuracy, after the last epoch, is the headline",
+        "teacher_test_accuracy": evaluate(teacher, test_x, test_y, t_mean, t_std, K, cfg["amp"])["accuracy"],
+        "arch": cfg["arch"],
+        "parameters": count_parameters(student),
+        "temperature": T,
+        "epochs": cfg["epochs"],
+        "transfer_rows": len(frame),
+        "transfer_rows_by_source": {source: len(rows) for source, rows in rows_of.items()},
+        "teacher_logits": teacher_logits,
+        "seconds": result.wall_seconds,
+        "train_seconds": result.train_seconds,
+        "images_per_second": result.images_per_second,
+        "device": describe_device(device),
+    }
+    write_json(out_dir / "metrics.json", metrics, provenance)
+    return metrics

@@ -1,0 +1,86 @@
+"""Model registry: architecture key -> builder, and the self-describing model file.
+
+Every model has `.features(x)` -> (N, D) (the penultimate embedding), `.head(f)` -> (N, K)
+and `forward(x) == head(features(x))`. A model file (`model.pt`) is a plain dict: `arch`,
+`in_channels`, `num_classes`, `image_size`, `mean`, `std`, `state_dict`, `provenance`
+(JSON string), loaded with `weights_only=True`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from dfkd.artifacts import load_torch
+from dfkd.errors import DfkdError
+from dfkd.models.alexnet import alexnet, alexnet_half
+from dfkd.models.lenet import lenet5, lenet5_half, lenet5_quarter
+from dfkd.models.resnet import resnet8, resnet18
+from dfkd.provenance import provenance_json
+
+MODELS: dict[str, Callable[[int, int, int], nn.Module]] = {
+    "lenet5": lenet5,
+    "lenet5_half": lenet5_half,
+    "lenet5_quarter": lenet5_quarter,
+    "alexnet": alexnet,
+    "alexnet_half": alexnet_half,
+    "resnet18": resnet18,
+    "resnet8": resnet8,
+}
+_RECORD_KEYS = ("arch", "in_channels", "num_classes", "image_size", "mean", "std", "state_dict")
+
+
+def build_model(arch: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    """A freshly initialised model (initialisation draws from torch's global RNG)."""
+    if arch not in MODELS:
+        raise DfkdError(f"unknown model arch '{arch}'; known: {sorted(MODELS)}.")
+    return MODELS[arch](in_channels, num_classes, image_size)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_record(
+    model: nn.Module,
+    arch: str,
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    mean: list[float],
+    std: list[float],
+    provenance: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The dict saved as model.pt (weights on the CPU, contiguous)."""
+    return {
+        "arch": arch,
+        "in_channels": int(in_channels),
+        "num_classes": int(num_classes),
+        "image_size": int(image_size),
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "provenance": provenance_json(provenance),
+    }
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from its model.pt (on the CPU, in eval mode) and return it with its record."""
+    record = load_torch(path)
+    missing = [key for key in _RECORD_KEYS if key not in record]
+    if missing:
+        raise DfkdError(f"{path} is not a dfkd model file: it lacks {missing}. Re-run the rule that makes it.")
+    if record["arch"] not in MODELS:
+        raise DfkdError(f"{path} holds arch '{record['arch']}', unknown to this dfkd; known: {sorted(MODELS)}.")
+    model = build_model(record["arch"], record["in_channels"], record["num_classes"], record["image_size"])
+    try:
+        model.load_state_dict(record["state_dict"])
+    except RuntimeError as exc:
+        raise DfkdError(
+            f"{path}: its weights do not fit arch '{record['arch']}' at {record['in_channels']}x"
+            f"{record['image_size']}x{record['image_size']}, {record['num_classes']} classes ({exc}). "
+            "The file is stale or damaged; re-run the rule that makes it."
+        ) from exc
+    return model.eval(), record

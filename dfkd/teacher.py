@@ -1,0 +1,80 @@
+"""Teacher training: data/train.h5 + data/test.h5 -> teacher/{model.pt, metrics.json, log.csv}.
+
+Cross-entropy on the target's labelled training data, with the `teacher` block of the target
+config (arch, epochs, batch_size, optimizer, schedule, augment, seed, amp). Resumable from
+teacher/checkpoint.pt (see dfkd.training.fit).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from torch.nn import functional as F
+
+from dfkd.artifacts import save_torch, write_json
+from dfkd.models import count_parameters, model_record
+from dfkd.provenance import make_provenance
+from dfkd.training import (
+    TensorLoader, describe_device, evaluate, fit, init_model, load_split, pick_device, prepare_batch,
+    target_spec, training_config, write_log_csv,
+)
+
+
+def train_teacher(
+    train_h5: Path,
+    test_h5: Path,
+    target: Mapping[str, Any],
+    out_dir: Path,
+    *,
+    on_step: Callable[[int, int], None] | None = None,
+    fresh_on_mismatch: bool = False,
+) -> dict[str, Any]:
+    """Train the target's teacher; write model.pt, metrics.json, log.csv in `out_dir`; return the metrics.
+
+    Resumes from out_dir/checkpoint.pt. `on_step(epoch, step)` runs after every step;
+    `fresh_on_mismatch` overwrites a checkpoint of other settings instead of refusing it.
+    """
+    # 1. config, provenance, data on the device
+    out_dir = Path(out_dir)
+    cfg, spec, device = training_config(target["teacher"], "teacher"), target_spec(target), pick_device()
+    provenance = make_provenance("teacher", {"target": spec, "teacher": cfg},
+                                 {"train": train_h5, "test": test_h5}, cfg["seed"])
+    identity = {"stage": "teacher", "arch": cfg["arch"], "config": provenance["config"],
+                "inputs": {role: record["sha256"] for role, record in provenance["inputs"].items()}}
+    train_x, train_y = load_split(train_h5, spec, device)  # (N, C, H, W) uint8, (N,) int64
+    test_x, test_y = load_split(test_h5, spec, device)
+    mean, std, K = spec["mean"], spec["std"], spec["num_classes"]
+
+    # 2. model, loader, loss
+    model = init_model(cfg["arch"], spec["channels"], K, spec["image_size"], cfg["seed"], device)
+    loader = TensorLoader([train_x, train_y], cfg["batch_size"], cfg["seed"])
+
+    def step_loss(batch, generator):
+        images, labels = batch  # (B, C, H, W) uint8, (B,)
+        x = prepare_batch(images, mean, std, cfg["augment"], generator)  # (B, C, H, W) float
+        return F.cross_entropy(model(x), labels)
+
+    # 3. train (resumes from out_dir/checkpoint.pt)
+    result = fit(model, loader, step_loss, lambda: evaluate(model, test_x, test_y, mean, std, K, cfg["amp"]),
+                 cfg, identity, out_dir, name="teacher", on_step=on_step,
+                 fresh_on_mismatch=fresh_on_mismatch,
+                 nan_hint=f"Lower teacher.optimizer.lr (now {cfg['optimizer']['lr']}) or use schedule 'onecycle'.")
+
+    # 4. outputs: model, log, metrics (metrics last)
+    save_torch(out_dir / "model.pt", model_record(model, cfg["arch"], spec["channels"], K, spec["image_size"],
+                                                  mean, std, provenance))
+    write_log_csv(out_dir / "log.csv", result.log)
+    metrics = {
+        "test_accuracy": result.last_eval["accuracy"],
+        "per_class_accuracy": result.last_eval["per_class"],
+        "arch": cfg["arch"],
+        "parameters": count_parameters(model),
+        "epochs": cfg["epochs"],
+        "train_rows": len(train_x),
+        "seconds": result.wall_seconds,
+        "train_seconds": result.train_seconds,
+        "images_per_second": result.images_per_second,
+        "device": describe_device(device),
+    }
+    write_json(out_dir / "metrics.json", metrics, provenance)
+    return metrics
