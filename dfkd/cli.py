@@ -49,13 +49,15 @@ def cmd_prepare(args) -> None:
 
     params = _json_arg(args.params)
     spec = TargetSpec(channels=params["channels"], image_size=params["image_size"])
-    prepare_source(args.name, params["source"], spec, params.get("split") or "train", Path(args.out), params)
+    prepare_source(args.name, params["source"], spec, params.get("split"), Path(args.out), params)
 
 
 def cmd_train_teacher(args) -> None:
     from dfkd.teacher import train_teacher
 
-    train_teacher(Path(args.train), Path(args.test), _json_arg(args.params), Path(args.out_dir))
+    # A checkpoint made with other settings belongs to an outdated job: start afresh.
+    train_teacher(Path(args.train), Path(args.test), _json_arg(args.params), Path(args.out_dir),
+                  fresh_on_mismatch=True)
 
 
 def cmd_features(args) -> None:
@@ -92,7 +94,7 @@ def cmd_distill(args) -> None:
     distill_student(
         Path(args.teacher), Path(args.manifest), _named_files(args.data),
         _named_files(args.features) if args.features else None,
-        Path(args.test), _json_arg(args.params), Path(args.out_dir),
+        Path(args.test), _json_arg(args.params), Path(args.out_dir), fresh_on_mismatch=True,
     )
 
 
@@ -140,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train-teacher", help="train the teacher: teacher/model.pt, metrics.json, log.csv")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--train", required=True)
     p.add_argument("--test", required=True)
     p.add_argument("--params", required=True, help="JSON: the target's model I/O and teacher block")
@@ -147,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_teacher)
 
     p = sub.add_parser("features", help="teacher features and logits of a data file")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
@@ -173,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_assemble)
 
     p = sub.add_parser("distill", help="distil a student on a transfer set")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--teacher", required=True)
     p.add_argument("--manifest", required=True)
     p.add_argument("--data", nargs="+", required=True, help="data files of the set's sources (stem = source)")
@@ -183,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("hausdorff", help="exact Hausdorff distance between two feature files")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("a")
     p.add_argument("b")
     p.add_argument("--out", required=True)
@@ -191,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hausdorff)
 
     p = sub.add_parser("distance", help="Hausdorff distance of a transfer set (any sources) to the training set")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--manifest", required=True)
     p.add_argument("--features", nargs="+", required=True)
     p.add_argument("--train-features", required=True)
@@ -212,9 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _set_threads(threads: int | None) -> None:
+    """Use exactly the cores the scheduler gave this job (oversubscribed OpenMP is ~10x slower)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _set_threads(getattr(args, "threads", None))
         args.func(args)
     except DfkdError as exc:
         print(f"dfkd {args.command}: error: {exc}", file=sys.stderr)

@@ -29,8 +29,8 @@ def load_schema() -> dict:
 
 
 def _validator_with_defaults(schema: Mapping) -> jsonschema.Validator:
-    """A draft-07 validator that also fills `default` values (as snakemake's validate does)."""
-    base = jsonschema.Draft7Validator
+    """A validator for the schema's draft that also fills `default` values (as snakemake's does)."""
+    base = jsonschema.validators.validator_for(schema)
 
     def set_defaults(validator, properties, instance, schema_node):
         if isinstance(instance, dict):

@@ -12,10 +12,10 @@ rule distance:
         path("{target}", "benchmarks", "distance/{set}.tsv")
     conda:
         "../envs/dfkd.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=60,
     shell:
         "dfkd distance --manifest {input.manifest} --features {input.features}"
-        " --train-features {input.train} --out {output} > {log} 2>&1"
+        " --train-features {input.train} --out {output} --threads {threads} > {log} 2>&1"

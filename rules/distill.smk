@@ -19,11 +19,11 @@ rule distill:
     params:
         slice=as_json_param(lambda w: dfkd_config.student_slice(config, w.target)),
         out_dir=lambda w: path(w.target, "students", w.set),
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=240,
     shell:
         "dfkd distill --teacher {input.teacher} --manifest {input.manifest} --data {input.data}"
         " --features {input.features} --test {input.test} --params {params.slice:q}"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"

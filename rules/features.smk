@@ -13,10 +13,10 @@ rule extract_features:
         "../envs/dfkd.yaml"
     params:
         batch_size=config["feature_batch_size"],
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
     shell:
         "dfkd features --model {input.model} --data {input.data} --out {output}"
-        " --batch-size {params.batch_size} > {log} 2>&1"
+        " --batch-size {params.batch_size} --threads {threads} > {log} 2>&1"
