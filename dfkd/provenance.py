@@ -25,20 +25,18 @@ def file_sha256(path: str | Path) -> str:
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of the packages whose behaviour changes numbers."""
-    import numpy
-    import torch
-    import torchvision
+    """Versions of the packages whose behaviour changes numbers (read without importing them)."""
+    from importlib.metadata import PackageNotFoundError, version
 
     from dfkd import __version__
 
-    return {
-        "dfkd": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": numpy.__version__,
-    }
+    versions = {"dfkd": __version__, "python": platform.python_version()}
+    for package in ("torch", "torchvision", "numpy"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
 
 
 def make_provenance(
