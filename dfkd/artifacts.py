@@ -4,10 +4,15 @@ Formats: HDF5 for arrays, parquet for tables, JSON for metrics, torch files for 
 weights and checkpoints (always loaded with `weights_only=True`). Every write goes to a
 temporary file in the destination folder, is fsynced, then renamed into place, so a killed
 job never leaves a file that looks complete.
+
+Every provenance record written here also gets `content_sha256`: a digest of the artifact's
+payload (not of its provenance), so that `dfkd audit` can tell a file edited by hand after it
+was written. `content_digest(path)` recomputes it for any artifact type.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -64,7 +69,7 @@ def _require_file(path: Path, what: str) -> None:
 def write_json(path: str | Path, payload: Mapping[str, Any], provenance: Mapping | None) -> None:
     body = dict(payload)
     if provenance is not None:
-        body["provenance"] = dict(provenance)
+        body["provenance"] = _with_digest(provenance, _json_digest(payload))
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
 
@@ -94,10 +99,10 @@ def write_h5(
                 array = np.ascontiguousarray(array)
                 chunks = (min(len(array), 4096),) + array.shape[1:] if array.ndim and len(array) else None
                 handle.create_dataset(name, data=array, chunks=chunks)
-            if provenance is not None:
-                handle.attrs[PROVENANCE_KEY] = provenance_json(provenance)
             for key, value in (attrs or {}).items():
                 handle.attrs[key] = value
+            if provenance is not None:  # last: the digest covers the datasets and the other attrs
+                handle.attrs[PROVENANCE_KEY] = provenance_json(_with_digest(provenance, _h5_digest(handle)))
 
 
 class H5Writer:
@@ -124,7 +129,8 @@ class H5Writer:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None and self.provenance is not None:
-            self.handle.attrs[PROVENANCE_KEY] = provenance_json(self.provenance)
+            digest = _h5_digest(self.handle)  # reads the datasets back once, before the rename
+            self.handle.attrs[PROVENANCE_KEY] = provenance_json(_with_digest(self.provenance, digest))
         self.handle.close()
         return self._ctx.__exit__(exc_type, exc, tb)
 
@@ -187,7 +193,8 @@ def write_parquet(path: str | Path, frame, provenance: Mapping | None) -> None:
     table = pa.Table.from_pandas(frame, preserve_index=False)
     metadata = dict(table.schema.metadata or {})
     if provenance is not None:
-        metadata[PROVENANCE_KEY.encode()] = provenance_json(provenance).encode()
+        record = _with_digest(provenance, _table_digest(table))
+        metadata[PROVENANCE_KEY.encode()] = provenance_json(record).encode()
     table = table.replace_schema_metadata(metadata)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
@@ -220,11 +227,18 @@ def read_parquet_provenance(path: str | Path) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------------- torch files
 def save_torch(path: str | Path, state: Mapping[str, Any]) -> None:
-    """Save a dict of tensors and plain values (never arbitrary objects) atomically."""
+    """Save a dict of tensors and plain values (never arbitrary objects) atomically.
+
+    A `provenance` entry (JSON string, as in model.pt) gets the content digest added.
+    """
     import torch
 
+    state = dict(state)
+    if isinstance(state.get("provenance"), str):
+        record = json.loads(state["provenance"])
+        state["provenance"] = provenance_json(_with_digest(record, _torch_digest(state)))
     with atomic_path(path) as tmp:
-        torch.save(dict(state), tmp)
+        torch.save(state, tmp)
 
 
 def load_torch(path: str | Path) -> dict[str, Any]:
@@ -243,3 +257,200 @@ def load_torch(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise DfkdError(f"{path} holds a {type(state).__name__}, not a dfkd checkpoint dict.")
     return state
+
+
+# ---------------------------------------------------------------------------- content digests
+CONTENT_KEY = "content_sha256"  # the provenance key holding the payload digest
+ARTIFACT_SUFFIXES = (".h5", ".parquet", ".json", ".pt")
+_DIGEST_BLOCK = 1 << 26  # bytes of an HDF5 dataset hashed per read
+
+
+def content_digest(path: str | Path) -> str:
+    """sha256 of an artifact's payload, as recorded at write time in its provenance.
+
+    HDF5: every dataset (name, dtype, shape, bytes; sorted by name) and every attribute but the
+    provenance. Parquet: every column (name, type, values, nulls), chunking and schema metadata
+    ignored. JSON: the canonical dump of the payload without `provenance`. Torch files: every
+    entry but `provenance` (tensors by dtype, shape and bytes; dicts in sorted key order).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in ARTIFACT_SUFFIXES and suffix != ".hdf5":
+        raise DfkdError(f"{path}: no content digest for '{suffix}' files (dfkd artifacts are {ARTIFACT_SUFFIXES}).")
+    _require_file(path, "Artifact")
+    if suffix == ".json":
+        body = read_json(path)
+        if not isinstance(body, dict):
+            raise DfkdError(f"{path} holds a JSON {type(body).__name__}, not a dfkd artifact object.")
+        return _json_digest(body)
+    if suffix == ".pt":
+        return _torch_digest(load_torch(path))
+    try:
+        if suffix == ".parquet":
+            return _parquet_file_digest(path)
+        with open_h5(path) as handle:
+            return _h5_digest(handle)
+    except DfkdError:
+        raise
+    except Exception as exc:  # h5py and pyarrow raise many types for damaged files
+        raise DfkdError(
+            f"{path} cannot be read to the end ({type(exc).__name__}: {exc}); it may be truncated. "
+            "Delete it and re-run the rule that makes it."
+        ) from exc
+
+
+def _with_digest(provenance: Mapping, digest: str) -> dict[str, Any]:
+    """A copy of `provenance` with the content digest (the caller's dict is left as it was)."""
+    return {**provenance, CONTENT_KEY: digest}
+
+
+def _frame(digest, *parts: Any) -> None:
+    """Feed length-prefixed parts, so that no two different sequences hash alike."""
+    for part in parts:
+        data = part if isinstance(part, (bytes, bytearray, memoryview)) else str(part).encode()
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+
+
+def _json_digest(payload: Mapping[str, Any]) -> str:
+    # Round-trip through JSON first, so that the digest at write time (tuples, int keys) equals
+    # the one recomputed from the file.
+    body = json.loads(json.dumps({k: v for k, v in payload.items() if k != "provenance"}))
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _h5_digest(handle) -> str:
+    """Digest of an open HDF5 file's datasets and non-provenance attributes (streamed)."""
+    import h5py
+
+    digest = hashlib.sha256()
+    names: list[str] = []
+    handle.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    for name in sorted(names):
+        dataset = handle[name]
+        dtype = dataset.dtype
+        _frame(digest, "dataset", name, str(dtype.descr) if dtype.fields else dtype.str, dataset.shape)
+        if dtype.kind == "O":  # variable-length strings or bytes: element by element
+            for value in np.asarray(dataset[()]).reshape(-1):
+                _frame(digest, value if isinstance(value, bytes) else str(value))
+            continue
+        if dataset.ndim == 0 or dataset.size == 0:
+            digest.update(np.ascontiguousarray(dataset[()]).tobytes())
+            continue
+        row_bytes = max(1, dataset.size // dataset.shape[0] * dtype.itemsize)
+        rows = max(1, _DIGEST_BLOCK // row_bytes)
+        if dataset.chunks and rows > dataset.chunks[0]:
+            rows -= rows % dataset.chunks[0]  # whole chunks per read
+        for start in range(0, dataset.shape[0], rows):
+            digest.update(np.ascontiguousarray(dataset[start : start + rows]))
+    for key in sorted(handle.attrs):
+        if key != PROVENANCE_KEY:
+            _frame(digest, "attr", key, _attr_bytes(handle.attrs[key]))
+    return digest.hexdigest()
+
+
+def _attr_bytes(value: Any) -> bytes:
+    if isinstance(value, str):
+        return b"str:" + value.encode()
+    if isinstance(value, bytes):
+        return b"bytes:" + value
+    array = np.asarray(value)
+    if array.dtype.kind == "O":
+        return b"obj:" + repr([v.decode() if isinstance(v, bytes) else v for v in array.reshape(-1).tolist()]).encode()
+    return f"{array.dtype.str}{array.shape}:".encode() + array.tobytes()
+
+
+def _parquet_file_digest(path: Path) -> str:
+    import pyarrow.parquet as pq
+
+    return _table_digest(pq.read_table(path))
+
+
+def _table_digest(table) -> str:
+    """Digest of an arrow table's columns: independent of chunking and schema metadata.
+
+    Dictionary columns are hashed as their decoded values and large/small string and binary
+    types alike, so that the digest of the table in memory (at write time) equals the digest of
+    the table read back from the parquet file.
+    """
+    import pyarrow as pa
+
+    digest = hashlib.sha256()
+    _frame(digest, "rows", table.num_rows)
+    for name, column in zip(table.column_names, table.columns):
+        dtype = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+        nulls, lengths, values = hashlib.sha256(), hashlib.sha256(), hashlib.sha256()
+        offset = 0
+        for chunk in column.chunks:
+            if pa.types.is_dictionary(chunk.type):
+                chunk = chunk.dictionary_decode()
+            _hash_arrow_chunk(chunk, dtype, offset, nulls, lengths, values)
+            offset += len(chunk)
+        _frame(digest, "column", name, _canonical_type(dtype), nulls.digest(), lengths.digest(), values.digest())
+    return digest.hexdigest()
+
+
+def _canonical_type(dtype) -> str:
+    text = str(dtype)
+    return {"large_string": "string", "large_utf8": "string", "utf8": "string",
+            "large_binary": "binary"}.get(text, text)
+
+
+def _hash_arrow_chunk(chunk, dtype, offset: int, nulls, lengths, values) -> None:
+    import pyarrow as pa
+
+    if not len(chunk):
+        return
+    valid = chunk.is_valid().to_numpy(zero_copy_only=False) if chunk.null_count else None
+    if valid is not None:
+        nulls.update((np.flatnonzero(~valid) + offset).astype("<i8").tobytes())
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_binary(dtype) \
+            or pa.types.is_large_binary(dtype):
+        chunk = chunk.fill_null("" if "string" in str(dtype) else b"").cast(pa.large_binary())
+        _, offsets_buffer, data_buffer = chunk.buffers()
+        offsets = np.frombuffer(offsets_buffer, dtype="<i8")[chunk.offset : chunk.offset + len(chunk) + 1]
+        lengths.update(np.diff(offsets).astype("<i8").tobytes())
+        if data_buffer is not None:
+            values.update(memoryview(data_buffer)[int(offsets[0]) : int(offsets[-1])])
+    elif pa.types.is_boolean(dtype):
+        values.update(chunk.fill_null(False).to_numpy(zero_copy_only=False).astype(np.uint8).tobytes())
+    elif pa.types.is_primitive(dtype) and not pa.types.is_null(dtype) and dtype.bit_width % 8 == 0:
+        # the value buffer itself (exact for every fixed-width type), null slots zeroed
+        width = dtype.bit_width // 8
+        raw = np.frombuffer(chunk.buffers()[1], dtype=np.uint8)
+        raw = raw[chunk.offset * width : (chunk.offset + len(chunk)) * width].reshape(len(chunk), width)
+        if valid is not None:
+            raw = raw.copy()
+            raw[~valid] = 0
+        values.update(np.ascontiguousarray(raw))
+    else:  # nested or unusual types: element by element (slow, but dfkd writes none)
+        for value in chunk.to_pylist():
+            _frame(values, repr(value))
+
+
+def _torch_digest(state: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256()
+    _feed_value(digest, {key: value for key, value in state.items() if key != "provenance"})
+    return digest.hexdigest()
+
+
+def _feed_value(digest, value: Any) -> None:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        _frame(digest, "tensor", str(tensor.dtype), tuple(tensor.shape))
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, np.ndarray):
+        _frame(digest, "ndarray", value.dtype.str, value.shape, np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, Mapping):
+        _frame(digest, "dict", len(value))
+        for key in sorted(value, key=lambda k: (type(k).__name__, repr(k))):
+            _feed_value(digest, key)
+            _feed_value(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        _frame(digest, "list", len(value))
+        for item in value:
+            _feed_value(digest, item)
+    else:  # None, bool, int, float, str, torch.dtype/device ...: their repr is exact
+        _frame(digest, type(value).__name__, repr(value))

@@ -126,6 +126,20 @@ def cmd_plot_counts(args) -> None:
     plot_counts(Path(args.counts), Path(args.out), args.title)
 
 
+def cmd_audit(args) -> int:
+    from dfkd.audit import run_audit
+
+    text, code = run_audit(args.root, as_json=args.json, lineage=args.lineage, include_untracked=args.all)
+    print(text)
+    return code
+
+
+def cmd_show(args) -> None:
+    from dfkd.show import show
+
+    print(show(args.artifact))
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfkd", description=__doc__.splitlines()[0])
@@ -216,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_plot_counts)
+
+    p = sub.add_parser("audit", help="check a results tree against its recorded provenance (exit 1 unless all ok)")
+    p.add_argument("root", nargs="?", default="results", help="folder (or one artifact) to audit (default: results)")
+    p.add_argument("--json", action="store_true", help="a JSON list of {path, status, reasons, stage, inputs}")
+    p.add_argument("--lineage", metavar="ARTIFACT", help="print ARTIFACT's chain of inputs back to the raw sources")
+    p.add_argument("--all", action="store_true", help="also list files without provenance (CSV, logs, checkpoints)")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("show", help="summarize an artifact (.h5, .parquet, .json, .pt) and its provenance")
+    p.add_argument("artifact")
+    p.set_defaults(func=cmd_show)
     return parser
 
 
@@ -231,11 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _set_threads(getattr(args, "threads", None))
-        args.func(args)
+        code = args.func(args)
     except DfkdError as exc:
         print(f"dfkd {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0  # `audit` returns 1 when it finds problems
 
 
 if __name__ == "__main__":
