@@ -11,6 +11,7 @@ changed (see README "What re-runs when you change what").
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,7 +25,9 @@ SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 TARGET_SPLITS = ("train", "test")
 
 
+@functools.lru_cache(maxsize=1)
 def load_schema() -> dict:
+    """The config schema (read once; callers must not modify it)."""
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
@@ -81,6 +84,10 @@ def _semantic_errors(config: dict) -> list[str]:
                 problems.append(f"transfer_sets.{set_name}.sources: '{source}' is not a defined source (defined: {sorted(known_sources)})")
         if len(set(recipe["sources"])) != len(recipe["sources"]):
             problems.append(f"transfer_sets.{set_name}.sources: a source is listed twice: {recipe['sources']}")
+    for name, target in config["targets"].items():
+        for set_name in target.get("sets", []):
+            if set_name not in config["transfer_sets"]:
+                problems.append(f"targets.{name}.sets: '{set_name}' is not a defined transfer set (defined: {sorted(config['transfer_sets'])})")
     blocks = {f"sources.{name}": block for name, block in config["sources"].items()}
     blocks.update({f"targets.{name}.dataset": t["dataset"] for name, t in config["targets"].items()})
     for where, block in blocks.items():
@@ -141,6 +148,12 @@ def teacher_slice(config: Mapping, target_name: str) -> dict:
 def student_slice(config: Mapping, target_name: str) -> dict:
     target = config["targets"][target_name]
     return {**model_io_slice(target), "student": target["student"]}
+
+
+def target_sets(config: Mapping, target_name: str) -> list[str]:
+    """The transfer sets a target builds, in config order."""
+    chosen = config["targets"][target_name].get("sets")
+    return [name for name in config["transfer_sets"] if chosen is None or name in chosen]
 
 
 def assemble_slice(config: Mapping, target_name: str, set_name: str) -> dict:
