@@ -58,7 +58,7 @@ def test_schema_matches_the_config_schema_enum():
     config_schema = yaml.safe_load(
         (Path(dfkd.__file__).parent / "schemas" / "config.schema.yaml").read_text()
     )
-    enum = config_schema["definitions"]["source"]["properties"]["kind"]["enum"]
+    enum = config_schema["$defs"]["source"]["properties"]["kind"]["enum"]
     assert sorted(enum) == sorted(SOURCE_KINDS)
 
 
