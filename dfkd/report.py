@@ -31,9 +31,11 @@ def read_counts(path: Path) -> pd.DataFrame:
     return frame
 
 
-def summary_rows(target_dir: Path, sets: Mapping[str, Mapping], distilled: list[str]) -> pd.DataFrame:
+def summary_rows(target_dir: Path, sets: Mapping[str, Mapping], distilled: list[str], order: list[str] | None = None) -> pd.DataFrame:
+    """One row per transfer set, in `order` (the config's; params JSON sorts its keys)."""
     rows = []
-    for name, recipe in sets.items():
+    for name in order or list(sets):
+        recipe = sets[name]
         counts = read_counts(target_dir / "transfer" / f"{name}.counts.csv")
         distance = read_json(target_dir / "distance" / f"{name}.json")
         accuracy = None
@@ -72,7 +74,7 @@ def markdown_table(frame: pd.DataFrame, float_format: str = "{:.4g}") -> str:
 
 def build_summary(target_dir: Path, params: Mapping, out_csv: Path, out_md: Path) -> pd.DataFrame:
     teacher = read_json(target_dir / "teacher" / "metrics.json")
-    frame = summary_rows(target_dir, params["sets"], list(params["distilled"]))
+    frame = summary_rows(target_dir, params["sets"], list(params["distilled"]), params.get("order"))
     with atomic_path(out_csv) as tmp:
         frame.to_csv(tmp, index=False)
     text = io.StringIO()

@@ -33,8 +33,12 @@ def set_sources(wildcards):
     return config["transfer_sets"][wildcards.set]["sources"]
 
 
-def distilled_sets():
-    return [name for name, recipe in config["transfer_sets"].items() if recipe["distill"]]
+def target_sets(target):
+    return dfkd_config.target_sets(config, target)
+
+
+def distilled_sets(target):
+    return [name for name in target_sets(target) if config["transfer_sets"][name]["distill"]]
 
 
 def set_files(kind, suffix):
@@ -51,5 +55,7 @@ def all_outputs():
     outputs = []
     for target in config["run_targets"]:
         outputs += [path(target, "tables", "summary.csv"), path(target, "tables", "summary.md")]
-        outputs += [path(target, "figures", f"class_counts_{s}.png") for s in config["transfer_sets"]]
+        # the teacher's view of its own test split (features and labels), for audits and tables
+        outputs.append(path(target, "labels", "test.parquet"))
+        outputs += [path(target, "figures", f"class_counts_{s}.png") for s in target_sets(target)]
     return outputs
