@@ -16,7 +16,7 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 TINY_CONFIG = {
     "results": "results",
-    "run_targets": ["fmnist"],
+    "run_targets": ["fmnist", "fmnist_b"],
     "targets": {
         "fmnist": {
             "dataset": {"kind": "torchvision", "name": "FashionMNIST", "root": str(FMNIST), "count": 3000},
@@ -32,7 +32,7 @@ TINY_CONFIG = {
             "student": {"arch": "lenet5_half", "epochs": 1, "batch_size": 128,
                         "optimizer": {"name": "adam", "lr": 0.003}, "temperature": 20,
                         "augment": {"flip": True, "translate": 0.125}},
-        }
+        },
     },
     "sources": {
         "noise": {"kind": "noise", "count": 500, "seed": 1},
@@ -48,6 +48,12 @@ TINY_CONFIG = {
         "natural_bal": {"sources": ["patches", "digits"]},
     },
 }
+
+
+# A second target that builds one set: what one target's changes must never touch.
+TINY_CONFIG["targets"]["fmnist_b"] = copy.deepcopy(TINY_CONFIG["targets"]["fmnist"])
+TINY_CONFIG["targets"]["fmnist_b"]["dataset"]["count"] = 1000
+TINY_CONFIG["targets"]["fmnist_b"]["sets"] = ["noise"]
 
 
 def tiny_config() -> dict:
@@ -69,12 +75,22 @@ def write_workdir(tmp: Path, config: dict) -> Path:
     return tmp
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run Snakemake in `workdir` (with this interpreter's environment on PATH)."""
-    env = dict(os.environ)
+    env = dict(env or os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     command = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", "--cores", "2", *args]
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The tiny workflow, run to the end once per test session (read-only for tests)."""
+    if not (FMNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    workdir = write_workdir(tmp_path_factory.mktemp("tiny_run"), tiny_config())
+    snakemake(workdir)
+    return workdir

@@ -1,0 +1,95 @@
+"""Changing one thing re-runs exactly what depends on it (Snakemake's params/mtime triggers)."""
+import re
+
+import pytest
+import yaml
+
+from conftest import requires_fmnist, snakemake, tiny_config
+
+pytestmark = [pytest.mark.slow, requires_fmnist]
+
+SETS = list(tiny_config()["transfer_sets"])
+TAIL = {("summary_table", "target=fmnist"), ("all", "")}
+
+
+def planned_jobs(workdir, config) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run plans with `config` (the run's config is restored)."""
+    config_file = workdir / "config.yaml"
+    original = config_file.read_text()
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    try:
+        output = snakemake(workdir, "--dry-run").stdout
+    finally:
+        config_file.write_text(original)
+    jobs = set()
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        match = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if match:
+            wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+            jobs.add((match.group(1), wildcards.group(1) if wildcards else ""))
+    return jobs
+
+
+def set_chain(*sets):
+    jobs = set()
+    for name in sets:
+        wildcards = f"target=fmnist, set={name}"
+        jobs |= {("assemble", wildcards), ("distill", wildcards), ("distance", wildcards), ("plot_class_counts", wildcards)}
+    return jobs
+
+
+def source_chain(source):
+    wildcards = f"target=fmnist, source={source}"
+    return {("prepare", wildcards), ("extract_features", wildcards), ("label_source", wildcards)}
+
+
+def test_unchanged_config_plans_nothing(tiny_run):
+    assert planned_jobs(tiny_run, tiny_config()) == set()
+
+
+def test_editing_one_source_reruns_its_chain_only(tiny_run):
+    config = tiny_config()
+    config["sources"]["strokes"]["seed"] = 99
+    assert planned_jobs(tiny_run, config) == source_chain("strokes") | set_chain("synthetic_bal") | TAIL
+
+
+def test_editing_a_shared_source_reruns_every_set_that_draws_on_it(tiny_run):
+    config = tiny_config()
+    config["sources"]["noise"]["count"] = 400
+    chain = source_chain("noise") | set_chain("noise")
+    in_target_b = {(rule, w.replace("target=fmnist", "target=fmnist_b")) for rule, w in chain}
+    expected = chain | in_target_b | TAIL | {("summary_table", "target=fmnist_b")}
+    assert planned_jobs(tiny_run, config) == expected
+
+
+def test_editing_a_recipe_reruns_that_set_only(tiny_run):
+    config = tiny_config()
+    config["transfer_sets"]["natural_bal"]["seed"] = 7
+    assert planned_jobs(tiny_run, config) == set_chain("natural_bal") | TAIL
+
+
+def test_editing_the_student_reruns_the_students_only(tiny_run):
+    config = tiny_config()
+    config["targets"]["fmnist"]["student"]["temperature"] = 4
+    expected = {("distill", f"target=fmnist, set={name}") for name in SETS} | TAIL
+    assert planned_jobs(tiny_run, config) == expected
+
+
+def test_editing_the_teacher_reruns_its_target_only(tiny_run):
+    config = tiny_config()
+    config["targets"]["fmnist"]["teacher"]["epochs"] = 3
+    jobs = planned_jobs(tiny_run, config)
+    assert ("train_teacher", "target=fmnist") in jobs
+    assert not any("fmnist_b" in wildcards for _, wildcards in jobs)
+    assert not any(rule == "prepare" for rule, _ in jobs)
+    sources = {"train", "test", "noise", "shapes", "strokes", "patches", "digits"}
+    assert {w for rule, w in jobs if rule == "extract_features"} == {f"target=fmnist, source={s}" for s in sources}
+    assert {w for rule, w in jobs if rule == "distill"} == {f"target=fmnist, set={s}" for s in SETS}
+
+
+def test_adding_a_source_and_a_set_adds_only_their_jobs(tiny_run):
+    config = tiny_config()
+    config["sources"]["noise2"] = {"kind": "noise", "count": 300, "distribution": "gaussian", "seed": 9}
+    config["transfer_sets"]["noise2_bal"] = {"sources": ["noise2", "patches"]}
+    config["targets"]["fmnist_b"]["sets"] = ["noise"]
+    assert planned_jobs(tiny_run, config) == source_chain("noise2") | set_chain("noise2_bal") | TAIL
