@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -55,8 +56,10 @@ def local_test_profile(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("slurm")
+def cluster():
+    # Not under pytest's tmp folder: that is mode 0700, and munged runs as user munge.
+    run_dir = Path(tempfile.mkdtemp(prefix="dfkd-slurm-"))
+    run_dir.chmod(0o755)
     started = subprocess.run(["bash", str(REPO / "tests" / "slurm" / "start-cluster.sh"), str(run_dir)],
                              capture_output=True, text=True, timeout=120, env={**os.environ, "MEM_MB": "12000"})
     try:
@@ -66,6 +69,7 @@ def cluster(tmp_path_factory):
         yield env
     finally:
         subprocess.run(["bash", str(REPO / "tests" / "slurm" / "stop-cluster.sh"), str(run_dir)], timeout=60)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def slurm_jobs(env) -> list[dict]:

@@ -141,3 +141,18 @@ def test_corrupt_h5_is_named(tmp_path, teacher_file):
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     with pytest.raises(DfkdError, match="not a readable HDF5 file"):
         extract_features(teacher_file[0], bad, tmp_path / "f.h5")
+
+
+def test_same_inputs_and_seed_give_byte_identical_manifests(tmp_path):
+    from dfkd.balance import assemble_files
+
+    rng = np.random.default_rng(1)
+    for name, n in (("base", 300), ("extra", 200)):
+        frame = pd.DataFrame({"index": np.arange(n), "label": rng.integers(0, 5, n),
+                              "confidence": rng.random(n).astype(np.float32)})
+        write_parquet(tmp_path / f"{name}.parquet", frame, None)
+    labels = [tmp_path / "base.parquet", tmp_path / "extra.parquet"]
+    for run in ("one", "two"):
+        assemble_files(labels, 5, tmp_path / run / "m.parquet", tmp_path / run / "c.csv", total=200, seed=3)
+    assert (tmp_path / "one" / "m.parquet").read_bytes() == (tmp_path / "two" / "m.parquet").read_bytes()
+    assert (tmp_path / "one" / "c.csv").read_bytes() == (tmp_path / "two" / "c.csv").read_bytes()
