@@ -50,3 +50,33 @@ def test_summary_numbers_come_from_the_metrics_files(finished_run):
 def test_a_second_run_has_nothing_to_do(finished_run):
     result = snakemake(finished_run, "--dry-run", "--quiet")
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_audit_of_a_finished_run_is_ok_and_names_a_hand_edit(finished_run, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    copy = tmp_path / "results"
+    shutil.copytree(finished_run / "results", copy)
+
+    def audit(*args):
+        return subprocess.run([sys.executable, "-m", "dfkd.cli", "audit", str(copy), *args],
+                              capture_output=True, text=True, cwd=tmp_path)
+
+    clean = audit("--json")
+    assert clean.returncode == 0, clean.stdout[-3000:]
+    assert {entry["status"] for entry in json.loads(clean.stdout)} == {"ok"}
+
+    with h5py.File(copy / "fmnist" / "data" / "noise.h5", "r+") as handle:
+        handle["images"][0, 0, 0, 0] ^= 1  # one pixel, by hand
+    edited = audit("--json")
+    assert edited.returncode == 1
+    by_path = {entry["path"]: entry["status"] for entry in json.loads(edited.stdout)}
+    status = {path.split("results/", 1)[-1]: value for path, value in by_path.items()}
+    assert status["fmnist/data/noise.h5"] == "modified"
+    downstream = ["fmnist/features/noise.h5", "fmnist/labels/noise.parquet", "fmnist/transfer/noise.parquet",
+                  "fmnist/students/noise/metrics.json", "fmnist/students/noise/model.pt", "fmnist/distance/noise.json"]
+    assert all(status[path] == "stale" for path in downstream), {p: status[p] for p in downstream}
+    assert status["fmnist/teacher/model.pt"] == "ok" and status["fmnist/distance/natural_bal.json"] == "ok"
+    assert status["fmnist_b/data/noise.h5"] == "ok"  # the other target's copy of the source
