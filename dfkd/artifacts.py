@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -250,8 +251,16 @@ def load_torch(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if unsafe:  # torch's own message is many lines and suggests weights_only=False: say it plainly
+            raise DfkdError(
+                f"{path} holds a pickled Python object ({unsafe.group(1)}), which dfkd never loads "
+                "(weights_only=True: dfkd files hold only tensors and plain values). Do not load it "
+                "unsafely; delete it and re-run its rule."
+            ) from exc
+        detail = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())  # one line for the CLI
         raise DfkdError(
-            f"{path} cannot be loaded as a dfkd checkpoint ({type(exc).__name__}: {exc}). "
+            f"{path} cannot be loaded as a dfkd checkpoint ({type(exc).__name__}: {detail}). "
             "It may be truncated or not written by dfkd; delete it and re-run its rule."
         ) from exc
     if not isinstance(state, dict):

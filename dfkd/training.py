@@ -369,13 +369,20 @@ def fit(
             print(f"{name}: starting afresh, overwriting a checkpoint of other settings: {mismatch}", flush=True)
             state = None
         if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng_cpu"])
-            if cuda and state["rng_cuda"] is not None:
-                torch.cuda.set_rng_state(state["rng_cuda"], cuda[0])
-            progress = state["progress"]
+            try:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                torch.set_rng_state(state["rng_cpu"])
+                if cuda and state["rng_cuda"] is not None:
+                    torch.cuda.set_rng_state(state["rng_cuda"], cuda[0])
+                progress = state["progress"]
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise DfkdError(
+                    f"{path} cannot be resumed: it does not fit this {name} ({cfg['arch']}) "
+                    f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}). "
+                    "Delete it to start this run afresh."
+                ) from exc
             print(f"{name}: resuming from {path} at epoch {progress['epoch'] + 1}, step {progress['step'] + 1}",
                   flush=True)
 

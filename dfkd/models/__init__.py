@@ -78,9 +78,11 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         model.load_state_dict(record["state_dict"])
     except RuntimeError as exc:
+        detail = " ".join(str(exc).split())  # one line for the CLI (torch lists every tensor)
+        detail = detail if len(detail) <= 300 else detail[:300] + " ..."
         raise DfkdError(
             f"{path}: its weights do not fit arch '{record['arch']}' at {record['in_channels']}x"
-            f"{record['image_size']}x{record['image_size']}, {record['num_classes']} classes ({exc}). "
+            f"{record['image_size']}x{record['image_size']}, {record['num_classes']} classes ({detail}). "
             "The file is stale or damaged; re-run the rule that makes it."
         ) from exc
     return model.eval(), record
