@@ -56,6 +56,17 @@ TINY_CONFIG["targets"]["fmnist_b"]["dataset"]["count"] = 1000
 TINY_CONFIG["targets"]["fmnist_b"]["sets"] = ["noise"]
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tests run torch on one thread: on a busy 2-core machine, 2 threads are ~10x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_config() -> dict:
     return copy.deepcopy(TINY_CONFIG)
 

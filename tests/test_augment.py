@@ -6,14 +6,6 @@ from dfkd.augment import augment_active, augment_batch, augment_config
 from dfkd.errors import DfkdError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 ALL_ON = {"flip": True, "translate": 0.2, "scale": [0.8, 1.2], "rotate": 30, "invert": 0.5, "noise": 0.05}
 
 

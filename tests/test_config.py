@@ -2,7 +2,6 @@
 import copy
 
 import pytest
-import yaml
 
 from dfkd import config as dc
 from dfkd.errors import DfkdError

@@ -17,14 +17,6 @@ from dfkd.teacher import train_teacher
 from dfkd.training import normalize
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------- kd_loss
 def test_kd_loss_matches_hand_computation():
     rng = np.random.default_rng(0)

@@ -7,14 +7,6 @@ from dfkd.errors import DfkdError
 from dfkd.models import MODELS, build_model, count_parameters, load_model, model_record
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("arch, channels, expected", [
     ("lenet5", 1, 61_706),          # ZSKD / DAFL LeNet-5
     ("lenet5_half", 1, 35_820),     # conv1/conv2 halved

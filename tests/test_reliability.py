@@ -37,14 +37,6 @@ REPO = Path(__file__).resolve().parents[1]
 SPEC = {"channels": 1, "image_size": 32, "num_classes": 4, "mean": [0.5], "std": [0.5]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def child_env() -> dict[str, str]:
     """A CPU-only, single-threaded environment for `dfkd` subprocesses (this checkout first)."""
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",

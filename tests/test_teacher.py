@@ -20,14 +20,6 @@ from dfkd.teacher import train_teacher
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """1x32x32 noise images; class c has a bright horizontal band in the c-th quarter (flip-invariant)."""
     rng = np.random.default_rng(seed)

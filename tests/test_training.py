@@ -12,14 +12,6 @@ from dfkd.training import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_loader_covers_every_row_once_and_repeats():
     rows = torch.arange(103)
     loader = TensorLoader([rows, rows * 2], batch_size=10, seed=3)

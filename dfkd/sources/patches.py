@@ -13,7 +13,6 @@ output pixel averages 2x2 samples of a level no more than 2x finer (antialiased,
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
