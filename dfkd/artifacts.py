@@ -66,6 +66,16 @@ def _require_file(path: Path, what: str) -> None:
         raise DfkdError(f"{what} not found: {path}. Build it first (snakemake makes it).")
 
 
+def files_by_source(paths) -> dict[str, Path]:
+    """Map each file's stem (its source name, as in labels/{source}.parquet) to its path."""
+    named: dict[str, Path] = {}
+    for path in map(Path, paths):
+        if path.stem in named:
+            raise DfkdError(f"two files share the source name '{path.stem}': {named[path.stem]} and {path}.")
+        named[path.stem] = path
+    return named
+
+
 # ---------------------------------------------------------------------------- JSON
 def write_json(path: str | Path, payload: Mapping[str, Any], provenance: Mapping | None) -> None:
     body = dict(payload)

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from dfkd.artifacts import atomic_path, read_parquet, write_parquet
+from dfkd.artifacts import atomic_path, files_by_source, read_parquet, write_parquet
 from dfkd.errors import DfkdError
 from dfkd.provenance import make_provenance
 
@@ -241,12 +241,7 @@ def assemble_files(
 
     `options` are `assemble`'s keyword arguments; they go into the manifest's provenance.
     """
-    label_paths = [Path(path) for path in label_paths]
-    named: dict[str, Path] = {}
-    for path in label_paths:
-        if path.stem in named:
-            raise DfkdError(f"two labels files share the source name '{path.stem}': {named[path.stem]} and {path}.")
-        named[path.stem] = path
+    named = files_by_source(label_paths)
     labels = [(stem, read_parquet(path, required_columns=LABEL_COLUMNS)) for stem, path in named.items()]
     manifest, counts = assemble(labels, num_classes, **options)
     config = {"num_classes": num_classes, "sources": list(named), **options}

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from dfkd.artifacts import files_by_source
 from dfkd.errors import DfkdError
 
 
@@ -22,16 +23,6 @@ def _json_arg(text: str) -> dict:
     if not isinstance(value, dict):
         raise DfkdError("--params must be a JSON object")
     return value
-
-
-def _named_files(paths: list[str]) -> dict[str, Path]:
-    """Map each file's stem (the source name) to its path; stems must be unique."""
-    named: dict[str, Path] = {}
-    for path in map(Path, paths):
-        if path.stem in named:
-            raise DfkdError(f"two files share the source name '{path.stem}': {named[path.stem]} and {path}")
-        named[path.stem] = path
-    return named
 
 
 # ---------------------------------------------------------------------------- subcommands
@@ -92,8 +83,8 @@ def cmd_distill(args) -> None:
     from dfkd.distill import distill_student
 
     distill_student(
-        Path(args.teacher), Path(args.manifest), _named_files(args.data),
-        _named_files(args.features) if args.features else None,
+        Path(args.teacher), Path(args.manifest), files_by_source(args.data),
+        files_by_source(args.features) if args.features else None,
         Path(args.test), _json_arg(args.params), Path(args.out_dir), fresh_on_mismatch=True,
     )
 
@@ -111,7 +102,7 @@ def cmd_hausdorff(args) -> None:
 def cmd_distance(args) -> None:
     from dfkd.distance import transfer_set_distance
 
-    transfer_set_distance(Path(args.manifest), _named_files(args.features), Path(args.train_features), Path(args.out))
+    transfer_set_distance(Path(args.manifest), files_by_source(args.features), Path(args.train_features), Path(args.out))
 
 
 def cmd_report(args) -> None:

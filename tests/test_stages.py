@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dfkd import cli
-from dfkd.artifacts import read_parquet, save_torch, write_h5, write_json, write_parquet
+from dfkd.artifacts import files_by_source, read_parquet, save_torch, write_h5, write_json, write_parquet
 from dfkd.distance import transfer_set_distance
 from dfkd.errors import DfkdError
 from dfkd.features import extract_features
@@ -133,7 +133,7 @@ def test_cli_prints_a_clear_error_without_traceback(tmp_path, capsys):
 
 def test_cli_refuses_two_files_with_one_source_name():
     with pytest.raises(DfkdError, match="share the source name 'noise'"):
-        cli._named_files(["a/noise.h5", "b/noise.h5"])
+        files_by_source(["a/noise.h5", "b/noise.h5"])
 
 
 def test_corrupt_h5_is_named(tmp_path, teacher_file):
