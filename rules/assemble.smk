@@ -1,13 +1,3 @@
-def assemble_options(w):
-    """CLI options of `dfkd assemble` from the transfer set's recipe."""
-    recipe = dfkd_config.assemble_slice(config, w.target, w.set)
-    flags = [] if recipe["balanced"] else ["--unbalanced"]
-    for key in ("per_class", "total", "classes", "size", "seed"):
-        if recipe[key] is not None:
-            flags += [f"--{key.replace('_', '-')}", str(recipe[key])]
-    return " ".join(flags)
-
-
 rule assemble:
     """Algorithm 1: a (class-balanced) transfer set from its sources' teacher labels, in order."""
     input:
@@ -22,13 +12,15 @@ rule assemble:
         path("{target}", "benchmarks", "assemble/{set}.tsv")
     conda:
         "../envs/dfkd.yaml"
-    params:
-        slice=as_json_param(lambda w: dfkd_config.assemble_slice(config, w.target, w.set)),
-        options=assemble_options,
-        num_classes=lambda w: config["targets"][w.target]["num_classes"],
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        slice=as_json_param(
+            lambda w: dfkd_config.assemble_slice(config, w.target, w.set)
+        ),
+        options=assemble_options,
+        num_classes=lambda w: config["targets"][w.target]["num_classes"],
     shell:
         "dfkd assemble --labels {input.labels} --num-classes {params.num_classes}"
         " --total-like {input.train} {params.options}"

@@ -38,7 +38,9 @@ def target_sets(target):
 
 
 def distilled_sets(target):
-    return [name for name in target_sets(target) if config["transfer_sets"][name]["distill"]]
+    return [
+        name for name in target_sets(target) if config["transfer_sets"][name]["distill"]
+    ]
 
 
 def set_files(kind, suffix):
@@ -54,8 +56,37 @@ def as_json_param(make_slice):
 def all_outputs():
     outputs = []
     for target in config["run_targets"]:
-        outputs += [path(target, "tables", "summary.csv"), path(target, "tables", "summary.md")]
+        outputs += [
+            path(target, "tables", "summary.csv"),
+            path(target, "tables", "summary.md"),
+        ]
         # the teacher's view of its own test split (features and labels), for audits and tables
         outputs.append(path(target, "labels", "test.parquet"))
-        outputs += [path(target, "figures", f"class_counts_{s}.png") for s in target_sets(target)]
+        outputs += [
+            path(target, "figures", f"class_counts_{s}.png")
+            for s in target_sets(target)
+        ]
     return outputs
+
+
+def assemble_options(w):
+    """CLI options of `dfkd assemble` from the transfer set's recipe."""
+    recipe = dfkd_config.assemble_slice(config, w.target, w.set)
+    flags = [] if recipe["balanced"] else ["--unbalanced"]
+    for key in ("per_class", "total", "classes", "size", "seed"):
+        if recipe[key] is not None:
+            flags += [f"--{key.replace('_', '-')}", str(recipe[key])]
+    return " ".join(flags)
+
+
+def report_slice(target):
+    """What the summary table shows: every transfer set's recipe (names the rows and columns)."""
+    return {
+        "target": target,
+        "order": target_sets(target),
+        "sets": {
+            name: dfkd_config.assemble_slice(config, target, name)
+            for name in target_sets(target)
+        },
+        "distilled": distilled_sets(target),
+    }

@@ -16,13 +16,13 @@ rule distill:
         path("{target}", "benchmarks", "distill/{set}.tsv")
     conda:
         "../envs/dfkd.yaml"
-    params:
-        slice=as_json_param(lambda w: dfkd_config.student_slice(config, w.target)),
-        out_dir=lambda w: path(w.target, "students", w.set),
     threads: 1
     resources:
         mem_mb=8000,
         runtime=240,
+    params:
+        slice=as_json_param(lambda w: dfkd_config.student_slice(config, w.target)),
+        out_dir=lambda w: path(w.target, "students", w.set),
     shell:
         "dfkd distill --teacher {input.teacher} --manifest {input.manifest} --data {input.data}"
         " --features {input.features} --test {input.test} --params {params.slice:q}"

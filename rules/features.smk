@@ -11,12 +11,12 @@ rule extract_features:
         path("{target}", "benchmarks", "features/{source}.tsv")
     conda:
         "../envs/dfkd.yaml"
-    params:
-        batch_size=config["feature_batch_size"],
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        batch_size=config["feature_batch_size"],
     shell:
         "dfkd features --model {input.model} --data {input.data} --out {output}"
         " --batch-size {params.batch_size} --threads {threads} > {log} 2>&1"

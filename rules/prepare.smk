@@ -8,10 +8,12 @@ rule prepare:
         path("{target}", "benchmarks", "prepare/{source}.tsv")
     conda:
         "../envs/dfkd.yaml"
-    params:
-        slice=as_json_param(lambda w: dfkd_config.prepare_slice(config, w.target, w.source)),
     resources:
         mem_mb=8000,
         runtime=60,
+    params:
+        slice=as_json_param(
+            lambda w: dfkd_config.prepare_slice(config, w.target, w.source)
+        ),
     shell:
         "dfkd prepare --name {wildcards.source} --params {params.slice:q} --out {output} > {log} 2>&1"

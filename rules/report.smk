@@ -1,13 +1,3 @@
-def report_slice(target):
-    """What the summary table shows: every transfer set's recipe (names the rows and columns)."""
-    return {
-        "target": target,
-        "order": target_sets(target),
-        "sets": {name: dfkd_config.assemble_slice(config, target, name) for name in target_sets(target)},
-        "distilled": distilled_sets(target),
-    }
-
-
 rule plot_class_counts:
     """Bar chart of a transfer set's teacher-class counts before and after balancing."""
     input:
@@ -31,9 +21,17 @@ rule summary_table:
     """One row per distilled transfer set: size, class balance, student accuracy, distance."""
     input:
         teacher=path("{target}", "teacher", "metrics.json"),
-        counts=lambda w: [path(w.target, "transfer", f"{s}.counts.csv") for s in target_sets(w.target)],
-        students=lambda w: [path(w.target, "students", f"{s}/metrics.json") for s in distilled_sets(w.target)],
-        distances=lambda w: [path(w.target, "distance", f"{s}.json") for s in target_sets(w.target)],
+        counts=lambda w: [
+            path(w.target, "transfer", f"{s}.counts.csv")
+            for s in target_sets(w.target)
+        ],
+        students=lambda w: [
+            path(w.target, "students", f"{s}/metrics.json")
+            for s in distilled_sets(w.target)
+        ],
+        distances=lambda w: [
+            path(w.target, "distance", f"{s}.json") for s in target_sets(w.target)
+        ],
     output:
         csv=report(
             path("{target}", "tables", "summary.csv"),

@@ -13,13 +13,13 @@ rule train_teacher:
         path("{target}", "benchmarks", "train_teacher.tsv")
     conda:
         "../envs/dfkd.yaml"
-    params:
-        slice=as_json_param(lambda w: dfkd_config.teacher_slice(config, w.target)),
-        out_dir=lambda w: path(w.target, "teacher"),
     threads: 1
     resources:
         mem_mb=8000,
         runtime=240,
+    params:
+        slice=as_json_param(lambda w: dfkd_config.teacher_slice(config, w.target)),
+        out_dir=lambda w: path(w.target, "teacher"),
     shell:
         "dfkd train-teacher --train {input.train} --test {input.test} --params {params.slice:q}"
         " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"

@@ -42,3 +42,17 @@ def test_dry_run_with_the_slurm_profile_asks_gpus_for_gpu_rules_only(tmp_path):
                 assert "gpu=1" in line and "slurm_partition=gpu" in line, (rule, line)
             else:
                 assert "gpu=" not in line and "slurm_partition=cpu" in line, (rule, line)
+
+
+def test_workflow_is_lint_clean_and_formatted(tmp_path):
+    import shutil
+    import subprocess
+
+    workdir = write_workdir(tmp_path, tiny_config())
+    lint = snakemake(workdir, "--lint")
+    assert "Congratulations" in lint.stdout + lint.stderr, lint.stdout[-3000:]
+    snakefmt = shutil.which("snakefmt", path=str(REPO / ".venv" / "bin")) or shutil.which("snakefmt")
+    if snakefmt is None:
+        pytest.skip("snakefmt not installed (scripts/setup.sh installs it)")
+    check = subprocess.run([snakefmt, "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr[-2000:]
