@@ -78,6 +78,29 @@ def _check_teacher(record: Mapping[str, Any], spec: Mapping[str, Any], path: Pat
         raise DfkdError(f"teacher {path} does not fit the target: {', '.join(wrong)}. Retrain the teacher.")
 
 
+def kd_step_loss(student, teacher, augment: Mapping[str, Any], temperature: float,
+                 student_norm: tuple, teacher_norm: tuple, cached: bool) -> Callable:
+    """The loss of one distillation step, for `dfkd.training.fit` (and the benchmarks).
+
+    A batch is `(images_uint8,)`, or `(images_uint8, teacher_logits)` when `cached`. With
+    augmentation on, the teacher (eval mode) labels every augmented batch.
+    """
+    augmenting = augment_active(augment)
+
+    def step_loss(batch, generator):
+        x = to_unit(batch[0])  # (B, C, H, W) in [0, 1]
+        if augmenting:
+            x = augment_batch(x, augment, generator)
+        if cached:
+            t = batch[1]  # (B, K)
+        else:
+            with torch.no_grad():
+                t = teacher(model_input(x, *teacher_norm))  # (B, K)
+        return kd_loss(student(model_input(x, *student_norm)), t, temperature)
+
+    return step_loss
+
+
 def distill_student(
     teacher_path: Path,
     manifest: Path,
@@ -153,16 +176,7 @@ def distill_student(
     student = init_model(cfg["arch"], C, K, S, cfg["seed"], device)
     loader = TensorLoader([images] if logits is None else [images, logits], cfg["batch_size"], cfg["seed"])
 
-    def step_loss(batch, generator):
-        x = to_unit(batch[0])  # (B, C, H, W) in [0, 1]
-        if augmenting:
-            x = augment_batch(x, cfg["augment"], generator)
-        if logits is None:  # the teacher (eval mode) labels this augmented batch
-            with torch.no_grad():
-                t = teacher(model_input(x, t_mean, t_std))  # (B, K)
-        else:
-            t = batch[1]  # (B, K)
-        return kd_loss(student(model_input(x, mean, std)), t, T)
+    step_loss = kd_step_loss(student, teacher, cfg["augment"], T, (mean, std), (t_mean, t_std), cached=logits is not None)
 
     # 4. train (resumes from out_dir/checkpoint.pt)
     result = fit(student, loader, step_loss, lambda: evaluate(student, test_x, test_y, mean, std, K, cfg["amp"]),
