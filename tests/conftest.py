@@ -67,6 +67,18 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+def tiny_split(n: int, seed: int):
+    """1x32x32 noise images; class c has a bright horizontal band in the c-th quarter (flip-invariant)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, n)
+    images = rng.integers(0, 80, (n, 1, 32, 32)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        images[i, 0, 8 * c + 2:8 * c + 6, 4:28] = 230
+    return images, labels.astype(np.int64)
+
+
 def tiny_config() -> dict:
     return copy.deepcopy(TINY_CONFIG)
 

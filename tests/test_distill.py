@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import tiny_split
 from dfkd.artifacts import load_torch, read_json, write_h5, write_parquet
 from dfkd.distill import distill_student, gather_rows, kd_loss
 from dfkd.errors import DfkdError
@@ -55,16 +56,6 @@ def test_gather_rows_keeps_order_and_repeats(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------- distillation runs
-def tiny_split(n, seed):
-    """Same task as tests/test_teacher.py: class c has a bright band in the c-th quarter."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 4, n)
-    images = rng.integers(0, 80, (n, 1, 32, 32)).astype(np.uint8)
-    for i, c in enumerate(labels):
-        images[i, 0, 8 * c + 2:8 * c + 6, 4:28] = 230
-    return images, labels.astype(np.int64)
-
-
 def student(**block):
     return {"arch": "lenet5_half", "epochs": 2, "batch_size": 50, "optimizer": {"name": "adam", "lr": 3e-3},
             "schedule": "onecycle", "temperature": 4.0, "augment": {}, "seed": 1, "amp": False, **block}

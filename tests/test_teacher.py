@@ -8,26 +8,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_split
 from dfkd.artifacts import load_torch, read_json, write_h5
 from dfkd.errors import DfkdError
 from dfkd.models import load_model
 from dfkd.teacher import train_teacher
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """1x32x32 noise images; class c has a bright horizontal band in the c-th quarter (flip-invariant)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 4, n)
-    images = rng.integers(0, 80, (n, 1, 32, 32)).astype(np.uint8)
-    for i, c in enumerate(labels):
-        images[i, 0, 8 * c + 2:8 * c + 6, 4:28] = 230
-    return images, labels.astype(np.int64)
 
 
 def write_tiny_data(folder: Path, train: int = 512, test: int = 128) -> tuple[Path, Path]:
