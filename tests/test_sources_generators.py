@@ -119,3 +119,22 @@ def test_digits():
     sub = load_source({"kind": "digits", "count": 100, "seed": 2}, RGB)
     assert sub.images.shape == (100, 3, 20, 20) and len(sub.labels) == 100
     assert source_input_files({"kind": "digits"})[0].name == "digits.csv.gz"
+
+
+def test_digits_jitter_makes_more_images_than_the_1797_digits():
+    args = {"kind": "digits", "count": 5000, "seed": 3, "jitter": {"translate": 0.1, "rotate": 15, "scale": [0.7, 1.0]}}
+    data = load_source(args, GREY)
+    assert data.images.shape == (5000, 1, 16, 16) and data.images.dtype == np.uint8
+    assert len(data.labels) == 5000 and set(data.labels.tolist()) == set(range(10))
+    # jittered copies of the same digit differ; the same seed repeats exactly
+    flat = data.images.reshape(5000, -1)
+    assert len(np.unique(flat, axis=0)) > 4500
+    assert np.array_equal(load_source(args, GREY).images, data.images)
+    assert not np.array_equal(load_source({**args, "seed": 4}, GREY).images, data.images)
+
+
+def test_digits_refuses_more_than_1797_without_jitter_and_bad_jitter_keys():
+    with pytest.raises(DfkdError, match="count"):
+        load_source({"kind": "digits", "count": 5000}, GREY)
+    with pytest.raises(DfkdError, match="jitter.*unknown"):
+        load_source({"kind": "digits", "count": 10, "jitter": {"shear": 3}}, GREY)
