@@ -111,6 +111,13 @@ def cmd_report(args) -> None:
     build_summary(Path(args.target_dir), _json_arg(args.params), Path(args.out_csv), Path(args.out_md))
 
 
+def cmd_table(args) -> None:
+    from dfkd.study.tables import write_table
+
+    table = write_table(Path(args.target_dir), _json_arg(args.params), Path(args.out_csv), Path(args.out_md), Path(args.out_json))
+    print("\n".join(table.verdicts))
+
+
 def cmd_plot_counts(args) -> None:
     from dfkd.report import plot_counts
 
@@ -215,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("table", help="one of the study's tables (config study.tables) from a target's results")
+    p.add_argument("--target-dir", required=True)
+    p.add_argument("--params", required=True, help="the table's config slice (JSON), as the workflow passes it")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-json", required=True)
+    p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("plot-counts", help="bar chart of a transfer set's class counts")
     p.add_argument("--counts", required=True)

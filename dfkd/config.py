@@ -31,6 +31,12 @@ def load_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
+def definition_schema(name: str) -> dict:
+    """A schema for one of the config schema's `$defs` (e.g. 'training')."""
+    schema = load_schema()
+    return {"$schema": schema["$schema"], "$defs": schema["$defs"], "$ref": f"#/$defs/{name}"}
+
+
 def _validator_with_defaults(schema: Mapping) -> jsonschema.Validator:
     """A validator for the schema's draft that also fills `default` values (as snakemake's does)."""
     base = jsonschema.validators.validator_for(schema)
@@ -88,6 +94,12 @@ def _semantic_errors(config: dict) -> list[str]:
         for set_name in target.get("sets", []):
             if set_name not in config["transfer_sets"]:
                 problems.append(f"targets.{name}.sets: '{set_name}' is not a defined transfer set (defined: {sorted(config['transfer_sets'])})")
+    problems.extend(_study_errors(config))
+    training_schema = definition_schema("training")
+    for variant, overrides in config["variants"].items():
+        for name, target in config["targets"].items():
+            merged = {**target["student"], **copy.deepcopy(overrides)}
+            problems.extend(schema_errors(merged, training_schema, f"variants.{variant} (on targets.{name}.student)"))
     blocks = {f"sources.{name}": block for name, block in config["sources"].items()}
     blocks.update({f"targets.{name}.dataset": t["dataset"] for name, t in config["targets"].items()})
     for where, block in blocks.items():
@@ -101,6 +113,24 @@ def _semantic_errors(config: dict) -> list[str]:
         for key in ("mean", "std"):
             if len(target[key]) not in (1, target["channels"]):
                 problems.append(f"targets.{name}.{key}: needs 1 or {target['channels']} values, got {target[key]}")
+    return problems
+
+
+def _study_errors(config: dict) -> list[str]:
+    study, problems = config["study"], []
+    for name in study["targets"]:
+        if name not in config["targets"]:
+            problems.append(f"study.targets: '{name}' is not defined under targets (defined: {sorted(config['targets'])})")
+    known_variants = {DEFAULT_VARIANT, *config["variants"]}
+    for table, spec in study["tables"].items():
+        for row, set_name in spec["rows"].items():
+            if set_name not in config["transfer_sets"]:
+                problems.append(f"study.tables.{table}.rows.{row}: '{set_name}' is not a defined transfer set (defined: {sorted(config['transfer_sets'])})")
+        for variant in spec["variants"]:
+            if variant not in known_variants:
+                problems.append(f"study.tables.{table}.variants: '{variant}' is not defined under variants (defined: {sorted(known_variants)})")
+    if study["tables"] and not study["targets"]:
+        problems.append("study.targets: the study declares tables but no target to build them for")
     return problems
 
 
@@ -145,9 +175,35 @@ def teacher_slice(config: Mapping, target_name: str) -> dict:
     return {**model_io_slice(target), "teacher": target["teacher"]}
 
 
-def student_slice(config: Mapping, target_name: str) -> dict:
+DEFAULT_VARIANT = "default"
+
+
+def run_name(set_name: str, variant: str = DEFAULT_VARIANT) -> str:
+    """The student run of a transfer set in a variant: 'S' for the default, 'S.V' otherwise."""
+    return set_name if variant == DEFAULT_VARIANT else f"{set_name}.{variant}"
+
+
+def parse_run(run: str) -> tuple[str, str]:
+    """(set, variant) of a run name made by `run_name`."""
+    set_name, _, variant = run.partition(".")
+    return set_name, variant or DEFAULT_VARIANT
+
+
+def variant_student(config: Mapping, target_name: str, variant: str = DEFAULT_VARIANT) -> dict:
+    """The target's student block with the variant's keys replacing its own (defaults filled)."""
+    student = copy.deepcopy(config["targets"][target_name]["student"])
+    if variant == DEFAULT_VARIANT:
+        return student
+    if variant not in config["variants"]:
+        raise DfkdError(f"student variant '{variant}' is not defined under variants (defined: {sorted(config['variants'])})")
+    merged = {**student, **copy.deepcopy(config["variants"][variant])}
+    schema_errors(merged, definition_schema("training"))  # fills defaults in place
+    return merged
+
+
+def student_slice(config: Mapping, target_name: str, variant: str = DEFAULT_VARIANT) -> dict:
     target = config["targets"][target_name]
-    return {**model_io_slice(target), "student": target["student"]}
+    return {**model_io_slice(target), "student": variant_student(config, target_name, variant)}
 
 
 def target_sets(config: Mapping, target_name: str) -> list[str]:
@@ -168,6 +224,27 @@ def assemble_slice(config: Mapping, target_name: str, set_name: str) -> dict:
         "classes": recipe.get("classes"),
         "size": recipe.get("size"),
         "seed": recipe["seed"],
+    }
+
+
+def study_table_slice(config: Mapping, target_name: str, table: str) -> dict:
+    """What one study table reads: its rows' recipes, variants, the target's caps and dataset."""
+    from dfkd.study.published import study_dataset
+
+    target = config["targets"][target_name]
+    spec = config["study"]["tables"][table]
+    return {
+        "target": target_name,
+        "table": table,
+        "dataset": study_dataset(target["dataset"]),
+        "num_classes": target["num_classes"],
+        "per_class": target.get("per_class"),
+        "total": target.get("total"),
+        "variants": list(spec["variants"]),
+        "rows": [
+            {"row": row, "set": set_name, "recipe": assemble_slice(config, target_name, set_name)}
+            for row, set_name in spec["rows"].items()
+        ],
     }
 
 

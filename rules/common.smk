@@ -22,6 +22,7 @@ wildcard_constraints:
     target=NAME,
     source=NAME,
     set=NAME,
+    run=rf"{NAME}(\.{NAME})?",
 
 
 def path(target, kind, name=""):
@@ -29,8 +30,19 @@ def path(target, kind, name=""):
     return f"{R}/{target}/{kind}/{name}" if name else f"{R}/{target}/{kind}"
 
 
+def run_set(wildcards):
+    """The transfer set of a job: its `set` wildcard, or the set of its `run` (set.variant)."""
+    if "run" in wildcards.keys():
+        return dfkd_config.parse_run(wildcards.run)[0]
+    return wildcards.set
+
+
+def run_variant(wildcards):
+    return dfkd_config.parse_run(wildcards.run)[1]
+
+
 def set_sources(wildcards):
-    return config["transfer_sets"][wildcards.set]["sources"]
+    return config["transfer_sets"][run_set(wildcards)]["sources"]
 
 
 def target_sets(target):

@@ -69,3 +69,56 @@ def test_load_config_reports_bad_yaml(tmp_path):
         dc.load_config(bad)
     with pytest.raises(DfkdError, match="not found"):
         dc.load_config(tmp_path / "missing.yaml")
+
+
+def study_config():
+    config = tiny_config()
+    config["variants"] = {"noaug": {"augment": {}}}
+    config["study"] = {"targets": ["fmnist"], "tables": {
+        "main": {"rows": {"noise": "noise", "natural_bal": "natural_bal"}, "variants": ["default", "noaug"]},
+        "table9": {"rows": {"noise": "noise"}},
+    }}
+    return config
+
+
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda c: c["study"]["tables"]["main"]["rows"].update(x="nope"), "study.tables.main.rows.x: 'nope' is not a defined transfer set"),
+        (lambda c: c["study"]["tables"]["main"].update(variants=["fast"]), "study.tables.main.variants: 'fast' is not defined under variants"),
+        (lambda c: c["study"].update(targets=["cifar"]), "study.targets: 'cifar' is not defined"),
+        (lambda c: c["study"].update(targets=[]), "declares tables but no target"),
+        (lambda c: c["study"]["tables"].update(table7={"rows": {"a": "noise"}}), "study.tables: Additional properties are not allowed ('table7'"),
+        (lambda c: c["study"]["tables"]["table9"]["rows"].update({2: "noise"}), "study.tables.table9.rows"),
+        (lambda c: c["variants"].update(default={}), "variants"),
+        (lambda c: c["variants"].update(slow={"lr": 0.1}), "variants.slow"),
+        (lambda c: c["variants"].update(slow={"epochs": 0}), "variants.slow (on targets.fmnist.student).epochs"),
+    ],
+)
+def test_study_and_variant_mistakes_are_named(mutate, fragment):
+    config = study_config()
+    mutate(config)
+    with pytest.raises(DfkdError) as info:
+        dc.validate_config(config)
+    assert fragment in str(info.value)
+
+
+def test_variants_replace_whole_student_keys_and_runs_name_them():
+    config = dc.validate_config(study_config())
+    plain = dc.student_slice(config, "fmnist")
+    noaug = dc.student_slice(config, "fmnist", "noaug")
+    assert plain["student"]["augment"]["flip"] is True and noaug["student"]["augment"]["flip"] is False
+    assert {k: v for k, v in noaug["student"].items() if k != "augment"} == {k: v for k, v in plain["student"].items() if k != "augment"}
+    assert dc.run_name("natural_bal") == "natural_bal" and dc.run_name("natural_bal", "noaug") == "natural_bal.noaug"
+    assert dc.parse_run("natural_bal.noaug") == ("natural_bal", "noaug") and dc.parse_run("noise") == ("noise", "default")
+    with pytest.raises(DfkdError, match="variant 'fast' is not defined"):
+        dc.student_slice(config, "fmnist", "fast")
+
+
+def test_study_table_slice_lists_rows_in_config_order_with_recipes():
+    config = dc.validate_config(study_config())
+    table = dc.study_table_slice(config, "fmnist", "main")
+    assert [r["row"] for r in table["rows"]] == ["noise", "natural_bal"]
+    assert table["rows"][1]["recipe"] == dc.assemble_slice(config, "fmnist", "natural_bal")
+    assert table["dataset"] == "FMNIST" and table["variants"] == ["default", "noaug"]
+    assert config["study"]["tables"]["table9"]["variants"] == ["default"]  # schema default

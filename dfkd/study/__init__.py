@@ -1,0 +1,9 @@
+"""The study's tables and figures, re-measured: `main`, `table1` to `table5`, `class_frequencies`
+(the study's Tables 6 to 8 and Figures 1 to 3) and `table9`.
+
+config.yaml's `study.tables` maps each table's rows (named as the study names them) to transfer
+sets, and picks the student variants; `tables.build_table` reads only the run's own files
+(class counts, distances, student and teacher metrics), puts the study's published numbers
+(`published.yaml`) beside ours where the study reports the same setting, and states per claim
+whether it holds in our measurement.
+"""

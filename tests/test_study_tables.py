@@ -1,0 +1,200 @@
+"""The study's tables built from hand-written result files: rows, columns, numbers, verdicts."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dfkd.errors import DfkdError
+from dfkd.study.published import published, study_dataset
+from dfkd.study.tables import build_table, effective_classes, render_markdown, write_table
+
+K = 10
+
+
+def recipe(sources, balanced=True, classes=None, size=None):
+    return {"sources": sources, "balanced": balanced, "num_classes": K, "per_class": 6000, "total": 60000,
+            "classes": classes, "size": size, "seed": 0}
+
+
+class FakeResults:
+    """A target folder with the files a table reads, written by hand with chosen numbers."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def set(self, name, before, after, distance, accuracies=None, target=None):
+        counts = pd.DataFrame({"class": np.arange(K), "before": before, "target": target if target is not None else after, "after": after})
+        counts["short"] = counts["after"] < counts["target"]
+        (self.root / "transfer").mkdir(parents=True, exist_ok=True)
+        counts.to_csv(self.root / "transfer" / f"{name}.counts.csv", index=False)
+        self._json(f"distance/{name}.json", {"hausdorff": distance, "directed_ab": distance / 2, "directed_ba": distance})
+        for variant, accuracy in (accuracies or {}).items():
+            run = name if variant == "default" else f"{name}.{variant}"
+            self._json(f"students/{run}/metrics.json", {"test_accuracy": accuracy})
+
+    def teacher(self, accuracy):
+        self._json("teacher/metrics.json", {"test_accuracy": accuracy})
+
+    def _json(self, relative, payload):
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload))
+
+
+def even(n):
+    return np.full(K, n)
+
+
+def params(table, rows, variants=("default",), dataset="FMNIST"):
+    return {"target": "fm", "table": table, "dataset": dataset, "num_classes": K, "per_class": 6000, "total": 60000,
+            "variants": list(variants), "rows": [{"row": r, "set": s, "recipe": rec} for r, s, rec in rows]}
+
+
+@pytest.fixture()
+def results(tmp_path):
+    return FakeResults(tmp_path / "fm")
+
+
+def test_table1_reads_every_number_from_the_files_and_puts_the_study_beside_it(results):
+    accuracies = {2: 0.2, 4: 0.35, 6: 0.5, 8: 0.6, 10: 0.7}
+    rows = []
+    for k, acc in accuracies.items():
+        after = np.where(np.arange(K) < k, 10000 // k, 0)
+        results.set(f"t1_k{k}", even(6000), after, distance=50.0 - 4 * k, accuracies={"default": acc})
+        rows.append((str(k), f"t1_k{k}", recipe(["train"], classes=k, size=10000)))
+    table, inputs = build_table(results.root, params("table1", rows))
+    frame = table.frame
+    assert list(frame["row"]) == ["2", "4", "6", "8", "10"] and list(frame["classes"]) == [2, 4, 6, 8, 10]
+    assert frame["accuracy"].tolist() == pytest.approx([100 * a for a in accuracies.values()])
+    assert frame["hausdorff"].tolist() == pytest.approx([42.0, 34.0, 26.0, 18.0, 10.0])
+    assert frame["size"].tolist() == [10000, 10000, 9996, 10000, 10000]
+    study = published()["table1"]["rows"]
+    assert frame["study (CIFAR-10) accuracy"].tolist() == [study[str(k)]["accuracy"] for k in accuracies]
+    assert frame["study (CIFAR-10) distance"].tolist() == [study[str(k)]["distance"] for k in accuracies]
+    assert all("**holds**" in line for line in table.verdicts) and len(table.verdicts) == 2
+    assert set(inputs) == {f"{kind}/t1_k{k}" for kind in ("counts", "distance") for k in accuracies} | {f"students/t1_k{k}" for k in accuracies}
+
+
+def test_a_broken_trend_is_reported_as_not_holding(results):
+    rows = []
+    for k, acc in ((2, 0.3), (4, 0.2), (6, 0.5)):
+        results.set(f"k{k}", even(6000), even(1000), distance=10.0 + k, accuracies={"default": acc})
+        rows.append((str(k), f"k{k}", recipe(["train"], classes=k, size=10000)))
+    table, _ = build_table(results.root, params("table2", rows))
+    assert "accuracy rises with the number of classes: **does not hold** (30.0, 20.0, 50.0)" in table.verdicts[0]
+    assert "**does not hold**" in table.verdicts[1]
+
+
+def test_main_table_has_one_accuracy_column_per_variant_and_family_verdicts(results):
+    results.teacher(0.905)
+    numbers = {"noise": (0.17, 0.15), "noise_bal": (0.51, 0.40), "natural": (0.69, 0.70), "natural_bal": (0.73, 0.66)}
+    rows = []
+    for name, (aug, noaug) in numbers.items():
+        results.set(name, even(6000), even(5000), distance=20.0, accuracies={"default": aug, "noaug": noaug})
+        rows.append((name, name, recipe([name], balanced=name.endswith("_bal"))))
+    table, inputs = build_table(results.root, params("main", rows, variants=("default", "noaug")))
+    assert {"accuracy_default", "accuracy_noaug"} <= set(table.frame.columns)
+    assert table.frame.set_index("row").loc["natural_bal", "accuracy_noaug"] == pytest.approx(66.0)
+    text = "\n".join(table.verdicts)
+    assert "balanced beats unbalanced for natural [default]: **holds** (natural_bal 73.0 vs natural 69.0, +4.0 points)" in text
+    assert "balanced beats unbalanced for natural [noaug]: **does not hold**" in text
+    assert "noise_bal < natural_bal in accuracy (balanced) [default]: **holds**" in text
+    assert "teacher" in inputs and "Teacher test accuracy 90.50%" in table.method
+
+
+def test_table4_groups_bases_and_names_the_best_balancer(results):
+    grid = {"noise/none": 0.14, "noise/noise": 0.31, "noise/natural": 0.67, "digits/none": 0.5, "digits/natural": 0.45}
+    rows = []
+    for row, acc in grid.items():
+        name = row.replace("/", "_")
+        results.set(name, even(6000), even(6000), distance=10.0, accuracies={"noaug": acc})
+        rows.append((row, name, recipe(["a", "b"])))
+    table, _ = build_table(results.root, params("table4", rows, variants=("noaug",)))
+    assert list(table.frame["base"]) == ["noise", "noise", "noise", "digits", "digits"]
+    assert list(table.frame["balancer"]) == ["none", "noise", "natural", "none", "natural"]
+    assert table.frame["study (CIFAR-10) accuracy"].tolist() == [14.38, 31.03, 67.29, 40.46, 64.90]
+    text = "\n".join(table.verdicts)
+    assert "every balancer beats the unbalanced noise base: **holds**" in text
+    assert "every balancer beats the unbalanced digits base: **does not hold**" in text
+    assert "natural data is the best balancer for noise: **holds**" in text
+    markdown = render_markdown(table, params("table4", rows))
+    assert "| base | none | noise | natural |" in markdown and "67.00 (67.29)" in markdown
+
+
+def test_table3_and_table5_verdicts(results):
+    for name, acc, dist in (("a", 0.40, 30.0), ("ab", 0.60, 25.0), ("b", 0.55, 24.0), ("ba", 0.70, 20.0)):
+        results.set(name, even(6000), even(6000), distance=dist, accuracies={"noaug": acc, "default": acc})
+    rows3 = [("A", "a", recipe(["a"], False)), ("A+B", "ab", recipe(["a", "b"])), ("B", "b", recipe(["b"], False)), ("B+A", "ba", recipe(["b", "a"]))]
+    table3, _ = build_table(results.root, params("table3", rows3, variants=("noaug",)))
+    assert all("**holds**" in v for v in table3.verdicts) and table3.frame["study (CIFAR-10) accuracy"].tolist() == [40.46, 64.90, 66.94, 70.58]
+    rows5 = [("noise", "a", recipe(["a"])), ("synthetic", "b", recipe(["b"])), ("natural", "ba", recipe(["b", "a"]))]
+    table5, _ = build_table(results.root, params("table5", rows5))
+    # b is closer than a but a... accuracy follows distance: a 40% at 30, b 55% at 24, ba 70% at 20
+    assert "**holds**" in table5.verdicts[0] and "natural 70.0% at 20.00" in table5.verdicts[0]
+
+
+def test_class_frequencies_and_table9_with_the_study_counts(results):
+    before = np.array([2751, 3501, 917, 404, 263, 99, 22614, 0, 29451, 0])
+    after = np.array([6000, 6000, 6000, 6000, 6000, 6000, 6000, 100, 6000, 200])
+    results.set("noise_bal", before, after, distance=19.0, target=even(6000))
+    results.set("noise", before, before, distance=23.0)
+    table, _ = build_table(results.root, params("class_frequencies", [("noise", "noise_bal", recipe(["noise", "pool"]))]))
+    frame = table.frame
+    assert len(frame) == K and frame["balanced"].tolist() == after.tolist() and frame["unbalanced"].tolist() == before.tolist()
+    assert frame["study (FMNIST) unbalanced"].tolist() == before.tolist()  # the study's own FMNIST noise counts
+    assert "short after balancing: [7, 9]" in table.verdicts[0] and "**holds**" in table.verdicts[0]
+    rows9 = [("noise", "noise", recipe(["noise"], False)), ("noise_bal", "noise_bal", recipe(["noise", "pool"]))]
+    table9, _ = build_table(results.root, params("table9", rows9))
+    assert table9.frame["size"].tolist() == [60000, int(after.sum())]
+    assert table9.frame["study (FMNIST) size"].tolist() == [60000, 60000]
+    assert "**holds**" in table9.verdicts[0] and "**holds**" in table9.verdicts[1]
+    # a target the study did not use gets no study column
+    plain, _ = build_table(results.root, params("table9", rows9, dataset=None))
+    assert not any(c.startswith("study") for c in plain.frame.columns)
+
+
+def test_effective_classes():
+    assert effective_classes(np.full(10, 7)) == pytest.approx(10.0)
+    assert effective_classes(np.array([5, 0, 0])) == pytest.approx(1.0)
+
+
+def test_written_tables_carry_provenance_and_agree(results, tmp_path):
+    results.set("s", even(6000), even(600), distance=12.5, accuracies={"default": 0.8})
+    p = params("table5", [("natural", "s", recipe(["x"]))])
+    out = tmp_path / "out"
+    write_table(results.root, p, out / "t.csv", out / "t.md", out / "t.json")
+    csv = pd.read_csv(out / "t.csv")
+    record = json.loads((out / "t.json").read_text())
+    assert csv["accuracy"].tolist() == [80.0] and record["rows"][0]["accuracy"] == 80.0
+    assert record["provenance"]["stage"] == "table" and "students/s" in record["provenance"]["inputs"]
+    assert record["provenance"]["inputs"]["students/s"]["sha256"]
+    assert "Does the study's claim hold" in (out / "t.md").read_text()
+
+
+def test_missing_results_and_bad_params_are_named(results):
+    results.set("s", even(6000), even(600), distance=1.0)  # no student metrics
+    with pytest.raises(DfkdError, match="students/s/metrics.json"):
+        build_table(results.root, params("table5", [("natural", "s", recipe(["x"]))]))
+    with pytest.raises(DfkdError, match="unknown study table 'table7'"):
+        build_table(results.root, params("table7", [("natural", "s", recipe(["x"]))]))
+    with pytest.raises(DfkdError, match="no rows"):
+        build_table(results.root, params("table5", []))
+
+
+def test_study_dataset_names():
+    assert study_dataset({"kind": "torchvision", "name": "FashionMNIST"}) == "FMNIST"
+    assert study_dataset({"kind": "torchvision", "name": "CIFAR100"}) == "CIFAR-100"
+    assert study_dataset({"kind": "imagefolder", "root": "x"}) is None
+
+
+def test_published_numbers_are_consistent():
+    """Table 9's balanced sizes are the sums of Tables 6 to 8's balanced counts (a transcription check)."""
+    numbers = published()
+    for dataset, families in numbers["class_frequencies"].items():
+        for family, counts in families.items():
+            assert sum(counts["unbalanced"]) == numbers["table9"][dataset][family]
+            assert sum(counts["balanced"]) == numbers["table9"][dataset][f"{family}_bal"]
