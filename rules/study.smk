@@ -68,6 +68,7 @@ rule study_table:
 
 
 rule all_tables:
-    """Every table of `study.tables` for every `study.targets` (with their figures)."""
+    """The main experiment (`all`) and every table of `study.tables` for every `study.targets`."""
     input:
+        all_outputs(),
         study_outputs(),

@@ -122,3 +122,16 @@ def test_study_table_slice_lists_rows_in_config_order_with_recipes():
     assert table["rows"][1]["recipe"] == dc.assemble_slice(config, "fmnist", "natural_bal")
     assert table["dataset"] == "FMNIST" and table["variants"] == ["default", "noaug"]
     assert config["study"]["tables"]["table9"]["variants"] == ["default"]  # schema default
+
+
+def test_full_preset_merges_over_the_default_config_into_a_valid_one():
+    """`--configfile presets/full.yaml` as Snakemake merges it (nested keys update, not replace)."""
+    import yaml
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((REPO / "presets" / "full.yaml").read_text()))
+    valid = dc.validate_config(config)
+    assert valid["targets"]["fmnist"]["student"]["epochs"] == 100
+    assert valid["targets"]["fmnist"]["student"]["temperature"] == 20  # kept from config.yaml
+    assert valid["study"]["targets"] == ["fmnist", "cifar10"] and "table4" in valid["study"]["tables"]

@@ -198,3 +198,10 @@ def test_published_numbers_are_consistent():
         for family, counts in families.items():
             assert sum(counts["unbalanced"]) == numbers["table9"][dataset][family]
             assert sum(counts["balanced"]) == numbers["table9"][dataset][f"{family}_bal"]
+
+
+def test_a_table_whose_rows_test_no_claim_says_so(results):
+    results.teacher(0.9)
+    results.set("noise", even(6000), even(6000), distance=1.0, accuracies={"default": 0.2})
+    table, _ = build_table(results.root, params("main", [("noise", "noise", recipe(["noise"], False))]))
+    assert table.verdicts == ["the study's claims for this table: **not measured** (its rows lack the pairs the claims compare; see the row names in config.yaml)"]

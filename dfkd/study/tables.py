@@ -375,7 +375,11 @@ def build_table(target_dir: Path, params: Mapping) -> tuple[Table, dict[str, Pat
     if not params.get("rows"):
         raise DfkdError(f"study table '{name}' has no rows; list them under study.tables.{name}.rows in the config.")
     reader = ResultReader(target_dir)
-    return BUILDERS[name](reader, params), reader.inputs
+    table = BUILDERS[name](reader, params)
+    if not table.verdicts:  # say so rather than print an empty list
+        table.verdicts.append(verdict("the study's claims for this table", None,
+                                      "its rows lack the pairs the claims compare; see the row names in config.yaml"))
+    return table, reader.inputs
 
 
 def render_markdown(table: Table, params: Mapping) -> str:

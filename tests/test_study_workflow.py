@@ -1,0 +1,109 @@
+"""`snakemake all_tables` on the tiny config: every table is built from the run's own files,
+student variants are separate runs, and the HTML report holds the tables."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import requires_fmnist, snakemake
+
+pytestmark = [pytest.mark.slow, requires_fmnist]
+
+STUDY = {
+    "targets": ["fmnist"],
+    "tables": {
+        "main": {"rows": {"real": "real", "noise": "noise", "natural_bal": "natural_bal"}, "variants": ["default", "noaug"]},
+        "table1": {"rows": {"2": "t1_k2", "4": "t1_k4"}},
+        "table2": {"rows": {"2": "t1_k2"}},
+        "table3": {"rows": {"A": "noise", "A+B": "noise_nat", "B": "natural", "B+A": "natural_bal"}, "variants": ["noaug"]},
+        "table4": {"rows": {"noise/none": "noise", "noise/natural": "noise_nat"}, "variants": ["noaug"]},
+        "table5": {"rows": {"noise": "noise", "synthetic": "synthetic_bal", "natural": "natural_bal"}},
+        "class_frequencies": {"rows": {"synthetic": "synthetic_bal", "natural": "natural_bal"}},
+        "table9": {"rows": {"noise": "noise", "natural_bal": "natural_bal"}},
+    },
+}
+NEW_SETS = {
+    "t1_k2": {"sources": ["train"], "classes": 2, "size": 100},
+    "t1_k4": {"sources": ["train"], "classes": 4, "size": 100},
+    "noise_nat": {"sources": ["noise", "patches"]},
+    "natural": {"sources": ["patches"], "balanced": False},
+}
+
+
+@pytest.fixture(scope="module")
+def study_run(tiny_run, tmp_path_factory):
+    """A copy of the finished tiny run, with a study declared in its config, built to all_tables."""
+    workdir = tmp_path_factory.mktemp("study") / "run"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["transfer_sets"].update(NEW_SETS)
+    config["targets"]["fmnist"]["sets"] = ["real", "noise", "synthetic_bal", "natural_bal"]  # `all` as before
+    config["variants"] = {"noaug": {"augment": {}}}
+    config["study"] = STUDY
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    dry = snakemake(workdir, "-n", "all_tables").stdout
+    snakemake(workdir, "all_tables")
+    return workdir, dry
+
+
+def test_only_the_study_runs_are_new(study_run):
+    _, dry = study_run
+    stats = dry.split("Job stats:")[1].split("Reasons")[0]
+    counts = {name: int(n) for name, n in re.findall(r"^(\w+)\s+(\d+)$", stats, re.MULTILINE)}
+    # students: t1_k2, t1_k4, noise_nat.noaug, natural.noaug, plus the noaug runs of real, noise,
+    # natural_bal; nothing of the finished tiny run is redone (no teacher, no default students)
+    assert counts["distill"] == 7 and "train_teacher" not in counts
+    assert counts["study_table"] == 8 and counts["assemble"] == 4
+
+
+def test_every_table_has_its_rows_and_numbers_from_the_metrics_files(study_run):
+    workdir, _ = study_run
+    target = workdir / "results" / "fmnist"
+    for table, spec in STUDY["tables"].items():
+        csv = pd.read_csv(target / "tables" / f"{table}.csv", dtype={"row": str})
+        record = json.loads((target / "tables" / f"{table}.json").read_text())
+        markdown = (target / "tables" / f"{table}.md").read_text()
+        rows = list(spec["rows"])
+        if table == "class_frequencies":
+            assert list(dict.fromkeys(csv["row"])) == rows and len(csv) == 10 * len(rows)
+        else:
+            assert list(csv["row"]) == rows
+        assert record["verdicts"] and all(line in markdown for line in record["verdicts"])
+        assert set(record["provenance"]["inputs"]) >= {f"counts/{s}" for s in spec["rows"].values()}
+    main = pd.read_csv(target / "tables" / "main.csv").set_index("row")
+    for set_name in ("real", "noise", "natural_bal"):
+        aug = json.loads((target / "students" / set_name / "metrics.json").read_text())["test_accuracy"]
+        noaug = json.loads((target / "students" / f"{set_name}.noaug" / "metrics.json").read_text())
+        assert main.loc[set_name, "accuracy_default"] == pytest.approx(100 * aug)
+        assert main.loc[set_name, "accuracy_noaug"] == pytest.approx(100 * noaug["test_accuracy"])
+        distance = json.loads((target / "distance" / f"{set_name}.json").read_text())["hausdorff"]
+        assert main.loc[set_name, "hausdorff"] == pytest.approx(distance)
+    table1 = pd.read_csv(target / "tables" / "table1.csv")
+    assert table1["classes"].tolist() == [2, 4] and table1["size"].tolist() == [100, 100]
+    assert "study (CIFAR-10) accuracy" in table1.columns
+    table9 = pd.read_csv(target / "tables" / "table9.csv")
+    assert table9["study (FMNIST) size"].tolist() == [60000, 60000]
+
+
+def test_the_noaug_variant_trains_without_augmentation_on_cached_logits(study_run):
+    workdir, _ = study_run
+    metrics = json.loads((workdir / "results" / "fmnist" / "students" / "noise.noaug" / "metrics.json").read_text())
+    student = metrics["provenance"]["config"]["student"]
+    assert not student["augment"]["flip"] and student["augment"]["translate"] == 0
+    default = json.loads((workdir / "results" / "fmnist" / "students" / "noise" / "metrics.json").read_text())
+    assert default["provenance"]["config"]["student"]["augment"]["flip"] is True
+
+
+def test_report_holds_every_table(study_run):
+    workdir, _ = study_run
+    snakemake(workdir, "--report", "report.html", "all_tables")
+    html = (workdir / "report.html").read_text(errors="replace")
+    assert len(html) > 10000
+    for name in ("Study tables", "table1.csv", "table9.csv", "class_counts_natural_bal.png", "summary.csv"):
+        assert name in html, name
+    assert snakemake(workdir, "-n", "all_tables").stdout.count("Nothing to be done") == 1
