@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 import dfkd.config as dfkd_config
 from dfkd.errors import DfkdError
+from dfkd.study.tables import BUILDERS, TABLES_WITH_DISTANCES, TABLES_WITH_STUDENTS
 
 validate(config, schema=str(dfkd_config.SCHEMA_PATH))
 try:
@@ -23,6 +24,7 @@ wildcard_constraints:
     source=NAME,
     set=NAME,
     run=rf"{NAME}(\.{NAME})?",
+    table="|".join(BUILDERS),
 
 
 def path(target, kind, name=""):
@@ -102,3 +104,35 @@ def report_slice(target):
         },
         "distilled": distilled_sets(target),
     }
+
+
+# ---------------------------------------------------------------- study tables
+
+
+def study_table_inputs(w):
+    """Every file the table reads (so Snakemake builds them first), and its figures."""
+    spec = config["study"]["tables"][w.table]
+    sets = list(dict.fromkeys(spec["rows"].values()))
+    files = [path(w.target, "transfer", f"{s}.counts.csv") for s in sets]
+    if w.table in TABLES_WITH_DISTANCES:
+        files += [path(w.target, "distance", f"{s}.json") for s in sets]
+    if w.table in TABLES_WITH_STUDENTS:
+        files += [
+            path(w.target, "students", f"{dfkd_config.run_name(s, v)}/metrics.json")
+            for s in sets
+            for v in spec["variants"]
+        ]
+    if w.table == "main":
+        files.append(path(w.target, "teacher", "metrics.json"))
+    if w.table == "class_frequencies":
+        files += [path(w.target, "figures", f"class_counts_{s}.png") for s in sets]
+    return files
+
+
+def study_outputs():
+    return [
+        path(target, "tables", f"{table}{suffix}")
+        for target in config["study"]["targets"]
+        for table in config["study"]["tables"]
+        for suffix in (".csv", ".md", ".json")
+    ]
