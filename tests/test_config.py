@@ -135,3 +135,14 @@ def test_full_preset_merges_over_the_default_config_into_a_valid_one():
     assert valid["targets"]["fmnist"]["student"]["epochs"] == 100
     assert valid["targets"]["fmnist"]["student"]["temperature"] == 20  # kept from config.yaml
     assert valid["study"]["targets"] == ["fmnist", "cifar10"] and "table4" in valid["study"]["tables"]
+
+
+def test_tuning_preset_adds_variants_that_validate():
+    import yaml
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((REPO / "presets" / "tuning.yaml").read_text()))
+    valid = dc.validate_config(config)
+    assert valid["variants"]["noaug"] == {"augment": {}}  # the config's own variant stays
+    assert dc.student_slice(valid, "fmnist", "t4")["student"]["temperature"] == 4
