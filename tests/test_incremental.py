@@ -13,12 +13,17 @@ TAIL = {("summary_table", "target=fmnist"), ("all", "")}
 
 
 def planned_jobs(workdir, config) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run of `all` plans with `config`."""
+    return planned_jobs_of(workdir, config)
+
+
+def planned_jobs_of(workdir, config, *targets: str) -> set[tuple[str, str]]:
     """(rule, wildcards) of every job a dry run plans with `config` (the run's config is restored)."""
     config_file = workdir / "config.yaml"
     original = config_file.read_text()
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     try:
-        output = snakemake(workdir, "--dry-run").stdout
+        output = snakemake(workdir, "--dry-run", *targets).stdout
     finally:
         config_file.write_text(original)
     jobs = set()
@@ -34,7 +39,7 @@ def set_chain(*sets):
     jobs = set()
     for name in sets:
         wildcards = f"target=fmnist, set={name}"
-        jobs |= {("assemble", wildcards), ("distill", wildcards), ("distance", wildcards), ("plot_class_counts", wildcards)}
+        jobs |= {("assemble", wildcards), ("distill", f"target=fmnist, run={name}"), ("distance", wildcards), ("plot_class_counts", wildcards)}
     return jobs
 
 
@@ -71,8 +76,19 @@ def test_editing_a_recipe_reruns_that_set_only(tiny_run):
 def test_editing_the_student_reruns_the_students_only(tiny_run):
     config = tiny_config()
     config["targets"]["fmnist"]["student"]["temperature"] = 4
-    expected = {("distill", f"target=fmnist, set={name}") for name in SETS} | TAIL
+    expected = {("distill", f"target=fmnist, run={name}") for name in SETS} | TAIL
     assert planned_jobs(tiny_run, config) == expected
+
+
+def test_a_variant_reruns_its_own_runs_only(tiny_run):
+    """Adding a variant plans nothing for `all`; editing it re-plans only the S.V runs a table asks for."""
+    config = tiny_config()
+    config["variants"] = {"noaug": {"augment": {}}}
+    assert planned_jobs(tiny_run, config) == set()  # `all` shows the default students only
+    config["study"] = {"targets": ["fmnist"], "tables": {"main": {"rows": {"noise": "noise"}, "variants": ["noaug"]}}}
+    jobs = planned_jobs_of(tiny_run, config, "all_tables")
+    assert {w for rule, w in jobs if rule == "distill"} == {"target=fmnist, run=noise.noaug"}
+    assert ("study_table", "target=fmnist, table=main") in jobs and ("train_teacher", "target=fmnist") not in jobs
 
 
 def test_editing_the_teacher_reruns_its_target_only(tiny_run):
@@ -84,7 +100,7 @@ def test_editing_the_teacher_reruns_its_target_only(tiny_run):
     assert not any(rule == "prepare" for rule, _ in jobs)
     sources = {"train", "test", "noise", "shapes", "strokes", "patches", "digits"}
     assert {w for rule, w in jobs if rule == "extract_features"} == {f"target=fmnist, source={s}" for s in sources}
-    assert {w for rule, w in jobs if rule == "distill"} == {f"target=fmnist, set={s}" for s in SETS}
+    assert {w for rule, w in jobs if rule == "distill"} == {f"target=fmnist, run={s}" for s in SETS}
 
 
 def test_adding_a_source_and_a_set_adds_only_their_jobs(tiny_run):
