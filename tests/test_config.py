@@ -145,4 +145,4 @@ def test_tuning_preset_adds_variants_that_validate():
     update_config(config, yaml.safe_load((REPO / "presets" / "tuning.yaml").read_text()))
     valid = dc.validate_config(config)
     assert valid["variants"]["noaug"] == {"augment": {}}  # the config's own variant stays
-    assert dc.student_slice(valid, "fmnist", "t4")["student"]["temperature"] == 4
+    assert dc.student_slice(valid, "fmnist", "noaug_t4")["student"]["temperature"] == 4
