@@ -7,7 +7,7 @@ from snakemake.utils import validate
 
 import dfkd.config as dfkd_config
 from dfkd.errors import DfkdError
-from dfkd.study.tables import BUILDERS, TABLES_WITH_DISTANCES, TABLES_WITH_STUDENTS
+from dfkd.study import TABLE_NAMES, TABLES_WITH_DISTANCES, TABLES_WITH_STUDENTS
 
 validate(config, schema=str(dfkd_config.SCHEMA_PATH))
 try:
@@ -24,7 +24,7 @@ wildcard_constraints:
     source=NAME,
     set=NAME,
     run=rf"{NAME}(\.{NAME})?",
-    table="|".join(BUILDERS),
+    table="|".join(TABLE_NAMES),
 
 
 def path(target, kind, name=""):

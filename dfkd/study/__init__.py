@@ -7,3 +7,8 @@ sets, and picks the student variants; `tables.build_table` reads only the run's 
 (`published.yaml`) beside ours where the study reports the same setting, and states per claim
 whether it holds in our measurement.
 """
+
+# Names only (no heavy imports): the workflow reads these when it plans.
+TABLE_NAMES = ("main", "table1", "table2", "table3", "table4", "table5", "class_frequencies", "table9")
+TABLES_WITH_STUDENTS = ("main", "table1", "table2", "table3", "table4", "table5")
+TABLES_WITH_DISTANCES = TABLES_WITH_STUDENTS

@@ -26,6 +26,7 @@ from dfkd.config import DEFAULT_VARIANT, run_name
 from dfkd.errors import DfkdError
 from dfkd.provenance import make_provenance
 from dfkd.report import markdown_table, read_counts
+from dfkd.study import TABLE_NAMES
 from dfkd.study.published import published, table_rows
 
 FAMILIES = ("noise", "synthetic", "natural")  # the study's order, worst to best
@@ -363,8 +364,7 @@ BUILDERS: dict[str, Callable[[ResultReader, Mapping], Table]] = {
     "class_frequencies": class_frequency_table,
     "table9": size_table,
 }
-TABLES_WITH_STUDENTS = ("main", "table1", "table2", "table3", "table4", "table5")
-TABLES_WITH_DISTANCES = TABLES_WITH_STUDENTS
+assert tuple(BUILDERS) == TABLE_NAMES, "dfkd.study.TABLE_NAMES lists every builder"
 
 
 # ---------------------------------------------------------------------------- output
