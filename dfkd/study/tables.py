@@ -191,7 +191,7 @@ def class_balance_table(name: str) -> Callable[[ResultReader, Mapping], Table]:
             verdict("distance to the training set falls with the number of classes", strictly_increasing(dist[::-1]), ", ".join(f"{d:.2f}" for d in dist)),
         ]
         return Table(
-            title=f"{name.capitalize()}: class balance of a fixed-size transfer set from {source_kind}",
+            title=f"Table {name.removeprefix('table')}: class balance of a fixed-size transfer set from {source_kind}",
             method="Each row keeps classes 0..k-1 of the teacher's labels, split evenly over a fixed size "
             f"(short classes stay short: see size). {describe_variants(params)}",
             frame=frame, verdicts=verdicts, notes=notes,
@@ -267,7 +267,7 @@ def _pivot_markdown(frame: pd.DataFrame, column: str, study_column: str | None) 
     balancers = list(dict.fromkeys(frame["balancer"]))
     grid = {b: {r["balancer"]: cell(r) for r in g.to_dict("records")} for b, g in frame.groupby("base", sort=False)}
     pivot = pd.DataFrame([{"base": b, **{k: row.get(k, "-") for k in balancers}} for b, row in grid.items()])
-    legend = "Cells: our accuracy" + (f" ({study_column.split(')')[0]})" + ")" if study_column else "") + ".\n\n"
+    legend = "Cells: our accuracy" + (f" ({study_column.removesuffix(' accuracy')})" if study_column else "") + ".\n\n"
     return legend + markdown_table(pivot)
 
 
