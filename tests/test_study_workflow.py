@@ -107,3 +107,27 @@ def test_report_holds_every_table(study_run):
     for name in ("Study tables", "table1.csv", "table9.csv", "class_counts_natural_bal.png", "summary.csv"):
         assert name in html, name
     assert snakemake(workdir, "-n", "all_tables").stdout.count("Nothing to be done") == 1
+
+
+def test_tables_are_audited_and_go_stale_when_a_student_is_edited(study_run, tmp_path):
+    import subprocess
+    import sys
+
+    workdir, _ = study_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir / "results", copy / "results")
+
+    def audit():
+        result = subprocess.run([sys.executable, "-m", "dfkd.cli", "audit", "results", "--json"],
+                                capture_output=True, text=True, cwd=copy)
+        return {entry["path"].split("results/", 1)[-1]: entry["status"] for entry in json.loads(result.stdout)}
+
+    assert audit()["fmnist/tables/table5.json"] == "ok"
+    metrics = copy / "results" / "fmnist" / "students" / "noise" / "metrics.json"
+    record = json.loads(metrics.read_text())
+    record["test_accuracy"] = 0.99  # a hand edit
+    metrics.write_text(json.dumps(record))
+    status = audit()
+    assert status["fmnist/students/noise/metrics.json"] == "modified"
+    assert status["fmnist/tables/table5.json"] == "stale" and status["fmnist/tables/main.json"] == "stale"
+    assert status["fmnist/tables/table3.json"] == "ok"  # reads noise.noaug, not the edited run
