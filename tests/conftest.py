@@ -67,6 +67,18 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+def assert_same_weights(a: Path, b: Path) -> None:
+    """Two model files hold the same tensors, bit for bit and of the same dtype."""
+    import torch
+
+    from dfkd.artifacts import load_torch
+
+    wa, wb = load_torch(a)["state_dict"], load_torch(b)["state_dict"]
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert wa[key].dtype == wb[key].dtype and torch.equal(wa[key], wb[key]), key
+
+
 def tiny_split(n: int, seed: int):
     """1x32x32 noise images; class c has a bright horizontal band in the c-th quarter (flip-invariant)."""
     import numpy as np

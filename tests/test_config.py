@@ -17,6 +17,14 @@ def test_default_config_is_valid_and_defaults_filled():
     assert config["transfer_sets"]["noise_bal"]["balanced"] is True
 
 
+def assert_named(config, mutate, fragment):
+    """After `mutate`, validation fails with a message that holds `fragment`."""
+    mutate(config)
+    with pytest.raises(DfkdError) as info:
+        dc.validate_config(config)
+    assert fragment in str(info.value)
+
+
 @pytest.mark.parametrize(
     "mutate, fragment",
     [
@@ -36,11 +44,7 @@ def test_default_config_is_valid_and_defaults_filled():
     ],
 )
 def test_mistakes_are_named(mutate, fragment):
-    config = tiny_config()
-    mutate(config)
-    with pytest.raises(DfkdError) as info:
-        dc.validate_config(config)
-    assert fragment in str(info.value)
+    assert_named(tiny_config(), mutate, fragment)
 
 
 def test_validation_does_not_modify_its_input():
@@ -96,11 +100,7 @@ def study_config():
     ],
 )
 def test_study_and_variant_mistakes_are_named(mutate, fragment):
-    config = study_config()
-    mutate(config)
-    with pytest.raises(DfkdError) as info:
-        dc.validate_config(config)
-    assert fragment in str(info.value)
+    assert_named(study_config(), mutate, fragment)
 
 
 def test_variants_replace_whole_student_keys_and_runs_name_them():

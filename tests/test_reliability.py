@@ -33,6 +33,8 @@ from dfkd.errors import DfkdError
 from dfkd.features import extract_features
 from dfkd.models import build_model, load_model, model_record
 
+from conftest import assert_same_weights
+
 REPO = Path(__file__).resolve().parents[1]
 SPEC = {"channels": 1, "image_size": 32, "num_classes": 4, "mean": [0.5], "std": [0.5]}
 
@@ -122,17 +124,6 @@ def distill_here(world: dict, params: dict, out_dir: Path, **kwargs) -> dict:
         patch.setattr("dfkd.distill.pick_device", lambda: torch.device("cpu"))
         return distill_student(world["teacher"], world["manifest"], data, None, world["files"]["test"],
                                params, out_dir, **kwargs)
-
-
-def state_dict(path: Path) -> dict[str, torch.Tensor]:
-    return load_torch(path)["state_dict"]
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = state_dict(a), state_dict(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert wa[key].dtype == wb[key].dtype and torch.equal(wa[key], wb[key]), key
 
 
 @pytest.fixture(scope="module")

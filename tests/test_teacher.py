@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_split
+from conftest import assert_same_weights, tiny_split
 from dfkd.artifacts import load_torch, read_json, write_h5
 from dfkd.errors import DfkdError
 from dfkd.models import load_model
@@ -34,17 +34,6 @@ def tiny_target(**teacher) -> dict:
              "schedule": "onecycle", "augment": {"flip": True, "translate": 0.1}, "seed": 0, "amp": False}
     return {"channels": 1, "image_size": 32, "num_classes": 4, "mean": [0.5], "std": [0.5],
             "teacher": {**block, **teacher}}
-
-
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_torch(path)["state_dict"]
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
 
 
 @pytest.fixture(scope="module")
