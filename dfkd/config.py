@@ -95,11 +95,9 @@ def _semantic_errors(config: dict) -> list[str]:
             if set_name not in config["transfer_sets"]:
                 problems.append(f"targets.{name}.sets: '{set_name}' is not a defined transfer set (defined: {sorted(config['transfer_sets'])})")
     problems.extend(_study_errors(config))
-    training_schema = definition_schema("training")
     for variant, overrides in config["variants"].items():
         for name, target in config["targets"].items():
-            merged = {**target["student"], **copy.deepcopy(overrides)}
-            problems.extend(schema_errors(merged, training_schema, f"variants.{variant} (on targets.{name}.student)"))
+            problems.extend(merge_variant(target["student"], overrides, f"variants.{variant} (on targets.{name}.student)")[1])
     blocks = {f"sources.{name}": block for name, block in config["sources"].items()}
     blocks.update({f"targets.{name}.dataset": t["dataset"] for name, t in config["targets"].items()})
     for where, block in blocks.items():
@@ -196,9 +194,13 @@ def variant_student(config: Mapping, target_name: str, variant: str = DEFAULT_VA
         return student
     if variant not in config["variants"]:
         raise DfkdError(f"student variant '{variant}' is not defined under variants (defined: {sorted(config['variants'])})")
-    merged = {**student, **copy.deepcopy(config["variants"][variant])}
-    schema_errors(merged, definition_schema("training"))  # fills defaults in place
-    return merged
+    return merge_variant(student, config["variants"][variant])[0]
+
+
+def merge_variant(student: Mapping, overrides: Mapping, where: str = "") -> tuple[dict, list[str]]:
+    """(student with the variant's keys replacing its own, defaults filled; schema problems)."""
+    merged = {**copy.deepcopy(dict(student)), **copy.deepcopy(dict(overrides))}
+    return merged, schema_errors(merged, definition_schema("training"), where)
 
 
 def student_slice(config: Mapping, target_name: str, variant: str = DEFAULT_VARIANT) -> dict:

@@ -31,6 +31,17 @@ def read_counts(path: Path) -> pd.DataFrame:
     return frame
 
 
+def set_columns(recipe: Mapping, counts: pd.DataFrame) -> dict[str, Any]:
+    """What a table shows of any transfer set: its sources, balance, size and class range."""
+    return {
+        "sources": "+".join(recipe["sources"]),
+        "balanced": bool(recipe["balanced"]),
+        "size": int(counts["after"].sum()),
+        "min_class": int(counts["after"].min()),
+        "max_class": int(counts["after"].max()),
+    }
+
+
 def summary_rows(target_dir: Path, sets: Mapping[str, Mapping], distilled: list[str], order: list[str] | None = None) -> pd.DataFrame:
     """One row per transfer set, in `order` (the config's; params JSON sorts its keys)."""
     rows = []
@@ -43,11 +54,7 @@ def summary_rows(target_dir: Path, sets: Mapping[str, Mapping], distilled: list[
             accuracy = read_json(target_dir / "students" / name / "metrics.json")["test_accuracy"]
         rows.append({
             "transfer_set": name,
-            "sources": "+".join(recipe["sources"]),
-            "balanced": recipe["balanced"],
-            "size": int(counts["after"].sum()),
-            "min_class": int(counts["after"].min()),
-            "max_class": int(counts["after"].max()),
+            **set_columns(recipe, counts),
             "short_classes": int(counts["short"].sum()) if "short" in counts else None,
             "student_accuracy": accuracy,
             "hausdorff": distance["hausdorff"],

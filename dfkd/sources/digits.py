@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dfkd.errors import DfkdError
 from dfkd.sources.base import (
     SEED_PROPERTY,
     SourceData,
@@ -63,7 +64,6 @@ def jitter_images(images: np.ndarray, jitter: dict, seed: int) -> np.ndarray:
     import torch
 
     from dfkd.augment import augment_batch, augment_config
-    from dfkd.errors import DfkdError
 
     try:
         cfg = augment_config(jitter)

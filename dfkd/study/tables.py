@@ -25,7 +25,7 @@ from dfkd.artifacts import atomic_path, read_json, write_json
 from dfkd.config import DEFAULT_VARIANT, run_name
 from dfkd.errors import DfkdError
 from dfkd.provenance import make_provenance
-from dfkd.report import markdown_table, read_counts
+from dfkd.report import markdown_table, read_counts, set_columns
 from dfkd.study import TABLE_NAMES
 from dfkd.study.published import published, table_rows
 
@@ -89,16 +89,8 @@ def describe_variants(params: Mapping) -> str:
 
 def set_row(reader: ResultReader, row: Mapping, variants: list[str], with_distance: bool = True) -> dict[str, Any]:
     """The common columns of one row: its set, sources, size, class range, accuracies, distance."""
-    counts = reader.counts(row["set"])
-    recipe = row["recipe"]
     record: dict[str, Any] = {
-        "row": row["row"],
-        "transfer_set": row["set"],
-        "sources": "+".join(recipe["sources"]),
-        "balanced": bool(recipe["balanced"]),
-        "size": int(counts["after"].sum()),
-        "min_class": int(counts["after"].min()),
-        "max_class": int(counts["after"].max()),
+        "row": row["row"], "transfer_set": row["set"], **set_columns(row["recipe"], reader.counts(row["set"])),
     }
     for variant, column in accuracy_columns(variants).items():
         record[column] = reader.accuracy(row["set"], variant)
@@ -334,11 +326,10 @@ def size_table(reader: ResultReader, params: Mapping) -> Table:
     study = published()["table9"].get(dataset, {})
     records = []
     for row in params["rows"]:
-        counts = reader.counts(row["set"])
+        columns = set_columns(row["recipe"], reader.counts(row["set"]))
         records.append({
-            "row": row["row"], "transfer_set": row["set"], "sources": "+".join(row["recipe"]["sources"]),
-            "balanced": bool(row["recipe"]["balanced"]), "size": int(counts["after"].sum()),
-            "max_class": int(counts["after"].max()),
+            "row": row["row"], "transfer_set": row["set"],
+            **{key: columns[key] for key in ("sources", "balanced", "size", "max_class")},
             **({f"study ({dataset}) size": study.get(row["row"])} if study else {}),
         })
     frame = pd.DataFrame(records)
