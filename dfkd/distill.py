@@ -3,7 +3,10 @@
 The student learns from the teacher's soft outputs on the transfer set only (no labels, no
 other loss), evaluated each epoch on the target's test set. Without augmentation the teacher's
 logits are fixed per row: they are read from features/{source}.h5 when given ("cached") or
-computed once here ("online"). With augmentation the teacher labels every augmented batch.
+computed once here ("online"). With flips and/or inversions only, an image has at most four
+views: the teacher's logits are computed once per view and row before training ("per_view";
+the images the student sees are the same, the teacher's forward pass leaves the step). With
+other augmentation the teacher labels every augmented batch ("online").
 Outputs: model.pt, metrics.json (the final test accuracy is the headline), log.csv, and the
 resumable checkpoint.pt (see dfkd.training.fit).
 """
@@ -17,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from dfkd.artifacts import h5_dataset, open_h5, read_parquet, save_torch, write_json
-from dfkd.augment import augment_active, augment_batch
+from dfkd.augment import augment_active, augment_batch, augment_batch_with_views, view_codes
 from dfkd.errors import DfkdError
 from dfkd.models import count_parameters, load_model, model_record
 from dfkd.provenance import make_provenance
@@ -79,23 +82,35 @@ def _check_teacher(record: Mapping[str, Any], spec: Mapping[str, Any], path: Pat
 
 
 def kd_step_loss(student, teacher, augment: Mapping[str, Any], temperature: float,
-                 student_norm: tuple, teacher_norm: tuple, cached: bool) -> Callable:
+                 student_norm: tuple, teacher_norm: tuple, cached: bool,
+                 views: Sequence[int] | None = None) -> Callable:
     """The loss of one distillation step, for `dfkd.training.fit` (and the benchmarks).
 
-    A batch is `(images_uint8,)`, or `(images_uint8, teacher_logits)` when `cached`. With
-    augmentation on, the teacher (eval mode) labels every augmented batch.
+    A batch is `(images_uint8,)`, or `(images_uint8, teacher_logits)` when `cached`:
+    logits (B, K), or (B, V, K) with `views` (the view codes of the V slots, see
+    `dfkd.augment.view_codes`), of which each augmented image takes its view's. Otherwise,
+    with augmentation on, the teacher (eval mode) labels every augmented batch.
     """
     augmenting = augment_active(augment)
+    if views is not None:
+        assert cached and augmenting, "per-view teacher logits need augmentation and cached logits"
+        slot_of = torch.full((max(views) + 1,), -1, dtype=torch.int64)
+        slot_of[list(views)] = torch.arange(len(views))
 
     def step_loss(batch, generator):
         x = to_unit(batch[0])  # (B, C, H, W) in [0, 1]
-        if augmenting:
-            x = augment_batch(x, augment, generator)
-        if cached:
-            t = batch[1]  # (B, K)
+        if views is not None:
+            x, code = augment_batch_with_views(x, augment, generator)  # code: (B,)
+            slot = slot_of.to(code.device)[code]  # (B,)
+            t = batch[1][torch.arange(len(slot), device=slot.device), slot]  # (B, K): each image's view
         else:
-            with torch.no_grad():
-                t = teacher(model_input(x, *teacher_norm))  # (B, K)
+            if augmenting:
+                x = augment_batch(x, augment, generator)
+            if cached:
+                t = batch[1]  # (B, K)
+            else:
+                with torch.no_grad():
+                    t = teacher(model_input(x, *teacher_norm))  # (B, K)
         return kd_loss(student(model_input(x, *student_norm)), t, temperature)
 
     return step_loss
@@ -132,13 +147,14 @@ def distill_student(
     if missing:
         raise DfkdError(f"{manifest} draws on sources {missing} but no data file was given for them.")
     augmenting = augment_active(cfg["augment"])
+    views = view_codes(cfg["augment"])  # None unless flips/inversions are the only augmentation
     cached = not augmenting and feature_files is not None
     if cached and any(source not in feature_files for source in sources):
         raise DfkdError(f"no feature file given for sources {[s for s in sources if s not in feature_files]}.")
     inputs = {"teacher": teacher_path, "manifest": manifest, "test": test_h5,
               **{f"data/{source}": data_files[source] for source in sources},
               **({f"features/{source}": feature_files[source] for source in sources} if cached else {})}
-    teacher_logits = "cached" if cached else "online"
+    teacher_logits = "cached" if cached else "per_view" if views else "online"
     provenance = make_provenance("distill", {"target": spec, "student": cfg, "teacher_logits": teacher_logits},
                                  inputs, cfg["seed"])
     identity = {"stage": "distill", "arch": cfg["arch"], "config": provenance["config"],
@@ -168,6 +184,9 @@ def distill_student(
             raise DfkdError(f"teacher logits in {[str(feature_files[s]) for s in sources]} hold NaN or inf; "
                             "re-run feature extraction (check the teacher).")
         logits = torch.from_numpy(logits).to(device)
+    elif views:
+        logits = torch.stack([predict_logits(teacher, images, t_mean, t_std, cfg["amp"], view=code)
+                              for code in views], 1)  # (M, V, K)
     elif not augmenting:
         logits = predict_logits(teacher, images, t_mean, t_std, cfg["amp"])
 
@@ -176,7 +195,8 @@ def distill_student(
     student = init_model(cfg["arch"], C, K, S, cfg["seed"], device)
     loader = TensorLoader([images] if logits is None else [images, logits], cfg["batch_size"], cfg["seed"])
 
-    step_loss = kd_step_loss(student, teacher, cfg["augment"], T, (mean, std), (t_mean, t_std), cached=logits is not None)
+    step_loss = kd_step_loss(student, teacher, cfg["augment"], T, (mean, std), (t_mean, t_std),
+                             cached=logits is not None, views=views)
 
     # 4. train (resumes from out_dir/checkpoint.pt)
     result = fit(student, loader, step_loss, lambda: evaluate(student, test_x, test_y, mean, std, K, cfg["amp"]),

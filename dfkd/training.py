@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from dfkd.artifacts import atomic_path, load_torch, read_h5_array, save_torch
-from dfkd.augment import augment_active, augment_batch, augment_config
+from dfkd.augment import apply_view, augment_active, augment_batch, augment_config
 from dfkd.errors import DfkdError
 from dfkd.models import build_model
 
@@ -208,13 +208,14 @@ class TensorLoader:
 # ---------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, mean, std, amp: bool = False,
-                   batch_size: int = 1024) -> torch.Tensor:
-    """float32 logits (N, K) of uint8 images (N, C, H, W), in eval mode, in chunks."""
+                   batch_size: int = 1024, view: int = 0) -> torch.Tensor:
+    """float32 logits (N, K) of uint8 images (N, C, H, W), or of their view `view`
+    (dfkd.augment.apply_view), in eval mode, in chunks."""
     model.eval()
     device = next(model.parameters()).device
     chunks = []
     for start in range(0, len(images), batch_size):
-        x = prepare_batch(images[start:start + batch_size].to(device), mean, std)
+        x = model_input(apply_view(to_unit(images[start:start + batch_size].to(device)), view), mean, std)
         with autocast(device, amp):
             chunks.append(model(x).float())  # (b, K)
     return torch.cat(chunks)

@@ -2,7 +2,10 @@
 import pytest
 import torch
 
-from dfkd.augment import augment_active, augment_batch, augment_config
+from dfkd.augment import (
+    VIEW_FLIP, VIEW_INVERT, apply_view, augment_active, augment_batch, augment_batch_with_views, augment_config,
+    view_codes,
+)
 from dfkd.errors import DfkdError
 
 
@@ -77,3 +80,25 @@ def test_unknown_option_refused():
         augment_config({"blur": 1})
     with pytest.raises(DfkdError, match="scale"):
         augment_config({"scale": [1.2, 0.8]})
+
+
+def test_view_codes_only_for_flips_and_inversions():
+    assert view_codes({"flip": True}) == [0, VIEW_FLIP]
+    assert view_codes({"invert": 0.5}) == [0, VIEW_INVERT]
+    assert view_codes({"flip": True, "invert": 0.3}) == [0, VIEW_FLIP, VIEW_INVERT, VIEW_FLIP | VIEW_INVERT]
+    assert view_codes({"flip": True, "invert": 1.0}) == [VIEW_INVERT, VIEW_FLIP | VIEW_INVERT]  # always inverted
+    for continuous in ({}, {"flip": True, "translate": 0.1}, {"noise": 0.01}, {"scale": [0.9, 1.0]}, {"rotate": 5}):
+        assert view_codes(continuous) is None, continuous
+
+
+@pytest.mark.parametrize("cfg", [{"flip": True}, {"invert": 0.5}, {"flip": True, "invert": 0.5}, ALL_ON])
+def test_views_name_the_images_augment_batch_makes(cfg):
+    x = images(n=64)
+    y, code = augment_batch_with_views(x, cfg, gen(0))
+    assert torch.equal(y, augment_batch(x, cfg, gen(0)))  # the same draws, the same images
+    assert code.shape == (64,) and code.dtype == torch.int64
+    if view_codes(cfg) is not None:  # exact: each image equals its view of the original
+        assert set(code.tolist()) == set(view_codes(cfg))  # every view occurs in 64 draws
+        for c in view_codes(cfg):
+            rows = code == c
+            assert torch.equal(y[rows], apply_view(x[rows], c))

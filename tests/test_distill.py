@@ -11,11 +11,12 @@ import torch
 
 from conftest import tiny_split
 from dfkd.artifacts import load_torch, read_json, write_h5, write_parquet
-from dfkd.distill import distill_student, gather_rows, kd_loss
+from dfkd.distill import distill_student, gather_rows, kd_loss, kd_step_loss
 from dfkd.errors import DfkdError
 from dfkd.models import load_model
 from dfkd.teacher import train_teacher
-from dfkd.training import normalize
+from dfkd.augment import view_codes
+from dfkd.training import TensorLoader, make_generator, normalize, predict_logits
 
 
 # ---------------------------------------------------------------------------- kd_loss
@@ -123,10 +124,50 @@ def test_cached_logits_equal_online_logits(world, tmp_path):
     assert len((tmp_path / "cached" / "log.csv").read_text().splitlines()) == 3
 
 
-def test_resume_with_augmentation_is_bitwise_identical(world, tmp_path):
-    block = student(augment={"flip": True, "translate": 0.1, "noise": 0.02})
+@pytest.mark.parametrize("augment", [{"flip": True}, {"flip": True, "invert": 0.5}])
+def test_per_view_logits_equal_the_online_teacher(world, tmp_path, monkeypatch, augment):
+    """Flip/invert-only augmentation: the teacher runs once per view before training, and the
+    student gets what the online teacher would have given it (same images, same draws)."""
+    per_view = run(world, tmp_path / "per_view", student(augment=augment))
+    assert per_view["teacher_logits"] == "per_view"
+    monkeypatch.setattr("dfkd.distill.view_codes", lambda cfg: None)  # force the online teacher
+    online = run(world, tmp_path / "online", student(augment=augment))
+    assert online["teacher_logits"] == "online"
+    a, b = (load_torch(tmp_path / name / "model.pt")["state_dict"] for name in ("per_view", "online"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    assert abs(per_view["test_accuracy"] - online["test_accuracy"]) <= 0.02
+
+
+def test_per_view_step_loss_equals_online_step_loss(world):
+    teacher, record = load_model(world["teacher"])
+    teacher.requires_grad_(False)
+    augment = {"flip": True, "invert": 0.5}
+    views = view_codes(augment)
+    with h5py.File(world["files"]["noise"], "r") as handle:
+        images = torch.from_numpy(handle["images"][:64])
+    logits = torch.stack([predict_logits(teacher, images, [0.5], [0.5], view=v) for v in views], 1)  # (64, V, K)
+    assert logits.shape == (64, len(views), 4)
+    torch.manual_seed(0)
+    student_net = load_model(world["teacher"])[0]  # any model will do: both losses see the same one
+    norm = ([0.5], [0.5])
+    online = kd_step_loss(student_net, teacher, augment, 4.0, norm, norm, cached=False)
+    cached = kd_step_loss(student_net, teacher, augment, 4.0, norm, norm, cached=True, views=views)
+    for step in range(3):
+        a = online((images,), make_generator("cpu", 0, "step", 0, step))
+        b = cached((images, logits), make_generator("cpu", 0, "step", 0, step))
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    loader = TensorLoader([images, logits], 16, seed=0)  # rows and their views' logits stay together
+    for _, (x, t) in loader.batches(0):
+        assert t.shape == (len(x), len(views), 4)
+
+
+@pytest.mark.parametrize("augment, logits", [({"flip": True, "translate": 0.1, "noise": 0.02}, "online"),
+                                             ({"flip": True, "invert": 0.5}, "per_view")])
+def test_resume_with_augmentation_is_bitwise_identical(world, tmp_path, augment, logits):
+    block = student(augment=augment)
     reference = run(world, tmp_path / "reference", block)
-    assert reference["teacher_logits"] == "online"
+    assert reference["teacher_logits"] == logits
 
     def term(epoch, step):
         if (epoch, step) == (1, 1):
