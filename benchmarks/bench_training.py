@@ -313,8 +313,7 @@ def measure(images: torch.Tensor, teacher, threads: int, steps: int, warmup: int
             wall = time.perf_counter() - started
             speed[(name, metrics["teacher_logits"])] = metrics["images_per_second"]
             print(f"{name:<29} {'batched':<11} {metrics['teacher_logits']:<9} {metrics['images_per_second']:>8,.0f} "
-                  f"{'-':>8}  ({e2e_epochs} epochs, every step; {wall:.1f} s wall with the teacher's views, I/O "
-                  "and evaluation)")
+                  f"{'-':>8}  ({e2e_epochs} epochs, every step; {wall:.1f} s wall: I/O, evaluation, any views)")
     parts = breakdown(images, teacher)
     total = sum(ms for _, ms in parts)
     print(f"\nwhere dfkd's step goes ({threads} thread(s), ms per batch of {BATCH}, best of 30)")

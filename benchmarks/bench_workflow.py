@@ -12,11 +12,14 @@
    Times: best of `--repeats` runs; `snakemake --version` is the interpreter + import floor.
 3. `dfkd features` peak resident memory (GNU time's "Maximum resident set size") on fake
    sources of 3x32x32 uint8 images at two sizes per teacher, with the default chunk of 2048
-   images: memory is bounded by the chunk, so it must not grow with N, and the peak for 1M
-   images is the peak measured here. Teachers have random weights (speed and memory do not
-   depend on them): AlexNet (the CIFAR teacher) and LeNet-5 (fast enough to stream 200k rows).
+   images: memory is bounded by the chunk, so it must not grow with N; then `dfkd label` on
+   each features file (its output table, ~40 bytes a row, is the only part that grows).
+   LeNet-5 runs at 20k and 1M rows, so the peak for 1M images is measured, not extrapolated.
+   Teachers have random weights (speed and memory do not depend on them): AlexNet (the CIFAR
+   teacher, ~120 images/s here) and LeNet-5 (fast enough to stream 1M rows in about 4
+   minutes; the fake source takes 2.9 GiB in the scratch folder).
 
-    python benchmarks/bench_workflow.py            # AlexNet at 2048 and 8192 rows, LeNet-5 at 20k and 200k
+    python benchmarks/bench_workflow.py            # AlexNet at 2048 and 8192 rows, LeNet-5 at 20k and 1M
     python benchmarks/bench_workflow.py --quick    # AlexNet at 2048 and 4096, LeNet-5 at 10k and 50k
 Needs GNU time at /usr/bin/time (Debian package `time`). Never run as a test.
 """
@@ -138,10 +141,9 @@ def write_teacher(path: Path, arch: str) -> None:
     save_torch(path, model_record(model, arch, 3, 10, 32, [0.5], [0.5], {"stage": "bench"}))
 
 
-def peak_rss(model: Path, data: Path, out: Path, batch_size: int) -> tuple[float, float]:
-    """(max RSS in MiB, wall seconds) of `dfkd features` under GNU time."""
-    command = ["/usr/bin/time", "-v", str(BIN / "dfkd"), "features", "--threads", "1", "--model", str(model),
-               "--data", str(data), "--out", str(out), "--batch-size", str(batch_size)]
+def peak_rss(command: list[str]) -> tuple[float, float]:
+    """(max RSS in MiB, wall seconds) of a command under GNU time."""
+    command = ["/usr/bin/time", "-v", *command]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
@@ -149,6 +151,15 @@ def peak_rss(model: Path, data: Path, out: Path, batch_size: int) -> tuple[float
     clock = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", done.stderr).group(1)
     seconds = sum(float(part) * 60 ** i for i, part in enumerate(reversed(clock.split(":"))))
     return rss_kb / 1024, seconds
+
+
+def features_command(model: Path, data: Path, out: Path, batch_size: int) -> list[str]:
+    return [str(BIN / "dfkd"), "features", "--threads", "1", "--model", str(model),
+            "--data", str(data), "--out", str(out), "--batch-size", str(batch_size)]
+
+
+def label_command(features: Path, out: Path) -> list[str]:
+    return [str(BIN / "dfkd"), "label", "--features", str(features), "--out", str(out)]
 
 
 def import_rss() -> float:
@@ -170,9 +181,12 @@ def bench_features(sizes: dict[str, list[int]], batch_size: int, scratch: Path |
                 data = tmp / f"source_{n}.h5"
                 if not data.exists():
                     write_fake_source(data, n)
-                rss, seconds = peak_rss(tmp / f"{arch}.pt", data, tmp / "features.h5", batch_size)
+                rss, seconds = peak_rss(features_command(tmp / f"{arch}.pt", data, tmp / "features.h5", batch_size))
                 rows.append((arch, n, data.stat().st_size / 2**20, rss, seconds))
+                label_rss, label_seconds = peak_rss(label_command(tmp / "features.h5", tmp / "labels.parquet"))
+                rows.append((f"{arch} label", n, (tmp / "features.h5").stat().st_size / 2**20, label_rss, label_seconds))
                 os.remove(tmp / "features.h5")
+                os.remove(tmp / "labels.parquet")
             for data in tmp.glob("source_*.h5"):
                 data.unlink()
     return rows
@@ -186,14 +200,14 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=4, help="grid targets (default 4, at most the config's)")
     parser.add_argument("--sets", type=int, default=20, help="grid transfer sets (default 20)")
     parser.add_argument("--alexnet-rows", type=int, nargs="+", help="AlexNet source sizes (default 2048 8192)")
-    parser.add_argument("--lenet-rows", type=int, nargs="+", help="LeNet-5 source sizes (default 20000 200000)")
+    parser.add_argument("--lenet-rows", type=int, nargs="+", help="LeNet-5 source sizes (default 20000 1000000)")
     parser.add_argument("--batch-size", type=int, default=2048, help="features chunk (default 2048, the config's)")
     parser.add_argument("--scratch", type=Path, help="folder for the fake sources (default: the system temp)")
     parser.add_argument("--skip-snakemake", action="store_true")
     parser.add_argument("--skip-features", action="store_true")
     args = parser.parse_args()
     sizes = {"alexnet": args.alexnet_rows or ([2048, 4096] if args.quick else [2048, 8192]),
-             "lenet5": args.lenet_rows or ([10_000, 50_000] if args.quick else [20_000, 200_000])}
+             "lenet5": args.lenet_rows or ([10_000, 50_000] if args.quick else [20_000, 1_000_000])}
 
     if not args.skip_snakemake:
         rows = bench_snakemake(args.repeats, args.targets, args.sets)
@@ -209,23 +223,21 @@ def main() -> None:
 
     if not args.skip_features:
         rows = bench_features(sizes, args.batch_size, args.scratch)
-        header = f"{'teacher':<8} {'rows':>8} {'data MiB':>9} {'peak RSS MiB':>13} {'wall s':>7} {'img/s':>7}"
-        print(f"\ndfkd features, 3x32x32 uint8, chunk {args.batch_size}, 1 thread")
+        header = f"{'stage':<14} {'rows':>8} {'input MiB':>9} {'peak RSS MiB':>13} {'wall s':>7} {'img/s':>7}"
+        print(f"\ndfkd features (3x32x32 uint8, chunk {args.batch_size}, 1 thread), then dfkd label on its output")
         print(header)
         print("-" * len(header))
-        for arch, n, size, rss, seconds in rows:
+        for stage, n, size, rss, seconds in rows:
             if not n:
-                print(f"{arch:<8} {'-':>8} {'-':>9} {rss:>13.0f} {'-':>7} {'-':>7}   (torch, h5py, dfkd imported)")
+                print(f"{stage:<14} {'-':>8} {'-':>9} {rss:>13.0f} {'-':>7} {'-':>7}   (torch, h5py, dfkd imported)")
                 continue
-            print(f"{arch:<8} {n:>8} {size:>9.0f} {rss:>13.0f} {seconds:>7.1f} {n / seconds:>7.0f}", flush=True)
+            print(f"{stage:<14} {n:>8} {size:>9.0f} {rss:>13.0f} {seconds:>7.1f} {n / seconds:>7.0f}", flush=True)
         for arch in sizes:
-            peaks = [rss for a, _, _, rss, _ in rows if a == arch]
-            growth = max(peaks) / min(peaks)
-            span = max(sizes[arch]) // min(sizes[arch])
-            print(f"{arch}: peaks within {growth:.2f}x of each other over {span}x the rows; "
-                  f"1M images (2.9 GiB of data): ~{max(peaks):.0f} MiB peak (bounded by the chunk's activations "
-                  "and the 64 MiB read-back block of the output digest, not by N)")
-
+            for stage in (arch, f"{arch} label"):
+                peaks = {n: rss for a, n, _, rss, _ in rows if a == stage}
+                small, large = min(peaks), max(peaks)
+                print(f"{stage}: peak {peaks[small]:.0f} MiB at {small} rows, {peaks[large]:.0f} MiB at {large} rows "
+                      f"({peaks[large] / peaks[small]:.2f}x over {large / small:.0f}x the rows)")
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""Run every benchmark in turn and print their tables (about 10 minutes on 2 CPU cores).
+"""Run every benchmark in turn and print their tables (about 15 minutes on 2 CPU cores).
 
     python benchmarks/run.py           # bench_hausdorff --quick, bench_training, bench_workflow
     python benchmarks/run.py --quick   # smaller sizes everywhere (a few minutes)
