@@ -78,6 +78,9 @@ def grid_config(targets: int, sets: int) -> dict:
         recipes[f"set{i:02d}"] = {"sources": list(dict.fromkeys(picked)), "balanced": i % 2 == 0}
     config["run_targets"] = names
     config["transfer_sets"] = recipes
+    config.pop("study", None)  # the study's tables name the repo's sets; the grid has its own
+    for name in names:
+        config["targets"][name].pop("sets", None)  # every target runs every set of the grid
     config["results"] = "results"
     return config
 
