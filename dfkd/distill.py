@@ -94,14 +94,15 @@ def kd_step_loss(student, teacher, augment: Mapping[str, Any], temperature: floa
     augmenting = augment_active(augment)
     if views is not None:
         assert cached and augmenting, "per-view teacher logits need augmentation and cached logits"
-        slot_of = torch.full((max(views) + 1,), -1, dtype=torch.int64)
-        slot_of[list(views)] = torch.arange(len(views))
+        device = next(student.parameters()).device  # made there once: no host-to-device copy per step
+        slot_of = torch.full((max(views) + 1,), -1, dtype=torch.int64, device=device)
+        slot_of[list(views)] = torch.arange(len(views), device=device)
 
     def step_loss(batch, generator):
         x = to_unit(batch[0])  # (B, C, H, W) in [0, 1]
         if views is not None:
             x, code = augment_batch_with_views(x, augment, generator)  # code: (B,)
-            slot = slot_of.to(code.device)[code]  # (B,)
+            slot = slot_of[code]  # (B,)
             t = batch[1][torch.arange(len(slot), device=slot.device), slot]  # (B, K): each image's view
         else:
             if augmenting:
