@@ -146,3 +146,16 @@ def test_tuning_preset_adds_variants_that_validate():
     valid = dc.validate_config(config)
     assert valid["variants"]["noaug"] == {"augment": {}}  # the config's own variant stays
     assert dc.student_slice(valid, "fmnist", "noaug_t4")["student"]["temperature"] == 4
+
+
+def test_seeds_preset_changes_only_the_seed():
+    import yaml
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((REPO / "presets" / "seeds.yaml").read_text()))
+    valid = dc.validate_config(config)
+    default = dc.student_slice(valid, "fmnist", "default")["student"]
+    for k in (1, 2):
+        seeded = dc.student_slice(valid, "fmnist", f"seed{k}")["student"]
+        assert seeded == {**default, "seed": k}
