@@ -54,7 +54,7 @@ from dfkd.distill import distill_student, kd_loss, kd_step_loss
 from dfkd.models import build_model, model_record
 from dfkd.training import (
     TensorLoader, fit, init_model, make_optimizer, make_scheduler, model_input, normalize,
-    predict_logits, to_unit, training_config,
+    predict_logits, predict_view_logits, to_unit, training_config,
 )
 
 C, S, K = 1, 32, 10
@@ -121,7 +121,7 @@ def run_fit(images: torch.Tensor, teacher, augment: dict, mode: str, steps: int,
     if mode == "cached":
         logits = predict_logits(teacher, images, MEAN, STD)
     elif mode == "per_view":
-        logits = torch.stack([predict_logits(teacher, images, MEAN, STD, view=code) for code in views], 1)
+        logits = predict_view_logits(teacher, images, views, MEAN, STD)
     loader = TensorLoader([images] if logits is None else [images, logits], cfg["batch_size"], cfg["seed"])
 
     # distill_student's own step (teacher online per augmented batch, or cached logits)

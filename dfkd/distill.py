@@ -26,7 +26,7 @@ from dfkd.models import count_parameters, load_model, model_record
 from dfkd.provenance import make_provenance
 from dfkd.training import (
     TensorLoader, describe_device, evaluate, fit, init_model, load_split, model_input, pick_device,
-    predict_logits, target_spec, to_unit, training_config, write_log_csv,
+    predict_logits, predict_view_logits, target_spec, to_unit, training_config, write_log_csv,
 )
 
 _BLOCK = 4096  # rows read at a time when gathering from HDF5 (the writers' chunk length)
@@ -186,8 +186,7 @@ def distill_student(
                             "re-run feature extraction (check the teacher).")
         logits = torch.from_numpy(logits).to(device)
     elif views:
-        logits = torch.stack([predict_logits(teacher, images, t_mean, t_std, cfg["amp"], view=code)
-                              for code in views], 1)  # (M, V, K)
+        logits = predict_view_logits(teacher, images, views, t_mean, t_std, cfg["amp"])  # (M, V, K)
     elif not augmenting:
         logits = predict_logits(teacher, images, t_mean, t_std, cfg["amp"])
 

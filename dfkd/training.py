@@ -221,6 +221,12 @@ def predict_logits(model: nn.Module, images: torch.Tensor, mean, std, amp: bool 
     return torch.cat(chunks)
 
 
+def predict_view_logits(model: nn.Module, images: torch.Tensor, views: Sequence[int], mean, std,
+                        amp: bool = False) -> torch.Tensor:
+    """float32 logits (N, V, K): slot v holds those of view `views[v]` of every image."""
+    return torch.stack([predict_logits(model, images, mean, std, amp, view=code) for code in views], 1)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, std, num_classes: int,
              amp: bool = False, batch_size: int = 1024) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 bitwise resume with augmentation (and dropout), refusals."""
 import os
 import signal
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -9,14 +10,14 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import tiny_split
+from conftest import assert_same_weights, tiny_split
 from dfkd.artifacts import load_torch, read_json, write_h5, write_parquet
 from dfkd.distill import distill_student, gather_rows, kd_loss, kd_step_loss
 from dfkd.errors import DfkdError
 from dfkd.models import load_model
 from dfkd.teacher import train_teacher
 from dfkd.augment import view_codes
-from dfkd.training import TensorLoader, make_generator, normalize, predict_logits
+from dfkd.training import TensorLoader, make_generator, normalize, predict_view_logits
 
 
 # ---------------------------------------------------------------------------- kd_loss
@@ -102,6 +103,14 @@ def world(tmp_path_factory):
             "teacher": root / "teacher" / "model.pt", "manifest": root / "transfer.parquet"}
 
 
+def assert_close_weights(a, b):
+    """Two students' model.pt files hold the same tensors up to float rounding."""
+    wa, wb = (load_torch(Path(path) / "model.pt")["state_dict"] for path in (a, b))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
+
+
 def run(world, out, block, cached=False, **kwargs):
     data = {source: world["files"][source] for source in ("train", "noise")}
     target = {**world["target"], "student": block}
@@ -113,9 +122,7 @@ def test_cached_logits_equal_online_logits(world, tmp_path):
     online = run(world, tmp_path / "online", student())
     cached = run(world, tmp_path / "cached", student(), cached=True)
     assert (online["teacher_logits"], cached["teacher_logits"]) == ("online", "cached")
-    a, b = (load_torch(tmp_path / name / "model.pt")["state_dict"] for name in ("online", "cached"))
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    assert_close_weights(tmp_path / "online", tmp_path / "cached")
     metrics = read_json(tmp_path / "cached" / "metrics.json")
     assert metrics["transfer_rows"] == 250 and metrics["transfer_rows_by_source"] == {"train": 150, "noise": 100}
     assert "selected on the test set" in metrics["best_epoch_note"]
@@ -133,22 +140,18 @@ def test_per_view_logits_equal_the_online_teacher(world, tmp_path, monkeypatch, 
     monkeypatch.setattr("dfkd.distill.view_codes", lambda cfg: None)  # force the online teacher
     online = run(world, tmp_path / "online", student(augment=augment))
     assert online["teacher_logits"] == "online"
-    a, b = (load_torch(tmp_path / name / "model.pt")["state_dict"] for name in ("per_view", "online"))
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    assert_close_weights(tmp_path / "per_view", tmp_path / "online")
     assert abs(per_view["test_accuracy"] - online["test_accuracy"]) <= 0.02
 
 
 def test_per_view_step_loss_equals_online_step_loss(world):
-    teacher, record = load_model(world["teacher"])
-    teacher.requires_grad_(False)
+    teacher = load_model(world["teacher"])[0].requires_grad_(False)
     augment = {"flip": True, "invert": 0.5}
     views = view_codes(augment)
     with h5py.File(world["files"]["noise"], "r") as handle:
         images = torch.from_numpy(handle["images"][:64])
-    logits = torch.stack([predict_logits(teacher, images, [0.5], [0.5], view=v) for v in views], 1)  # (64, V, K)
+    logits = predict_view_logits(teacher, images, views, [0.5], [0.5])  # (64, V, K)
     assert logits.shape == (64, len(views), 4)
-    torch.manual_seed(0)
     student_net = load_model(world["teacher"])[0]  # any model will do: both losses see the same one
     norm = ([0.5], [0.5])
     online = kd_step_loss(student_net, teacher, augment, 4.0, norm, norm, cached=False)
@@ -176,9 +179,7 @@ def test_resume_with_augmentation_is_bitwise_identical(world, tmp_path, augment,
         run(world, tmp_path / "resumed", block, cached=True, on_step=term)  # augmenting: cache unused
     assert stopped.value.code == 143
     resumed = run(world, tmp_path / "resumed", block, cached=True)
-    a, b = (load_torch(tmp_path / name / "model.pt")["state_dict"] for name in ("reference", "resumed"))
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_weights(tmp_path / "reference" / "model.pt", tmp_path / "resumed" / "model.pt")
     assert resumed["test_accuracy"] == reference["test_accuracy"]
 
 
