@@ -172,9 +172,7 @@ def distill_student(
         images[rows] = gather_rows(data_files[source], "images", index[rows], (C, S, S), ("uint8",))
     images = torch.from_numpy(images).to(device)  # (M, C, S, S) uint8
     test_x, test_y = load_split(test_h5, spec, device)
-    teacher = teacher.to(device).requires_grad_(False)
-    if device.type == "cuda":
-        teacher = teacher.to(memory_format=torch.channels_last)
+    teacher = teacher.to(device).requires_grad_(False).to(memory_format=torch.channels_last)
     t_mean, t_std = record["mean"], record["std"]
     logits = None  # (M, K) float32 when fixed per row
     if cached:
