@@ -3,8 +3,13 @@
 `augment_batch(x, cfg, generator)` takes float images in [0, 1], (B, C, H, W), and returns
 new ones of the same shape: a random horizontal flip (`torch.where` over a mask), one
 `affine_grid` + `grid_sample` for translation, scaling and rotation together, polarity
-inversion, additive Gaussian noise. Normalisation happens afterwards. Every random draw
-comes from `generator` (on the images' device), so a seeded batch repeats exactly.
+inversion, additive Gaussian noise, then mixing (`mix_batch`: mixup or CutMix with another
+image of the batch). Normalisation happens afterwards. Every random draw comes from
+`generator` (on the images' device), so a seeded batch repeats exactly.
+
+Mixing is for students only: a mixed image has no hard label, its target is the teacher's
+output on the mixed image itself (dfkd.distill labels every mixed batch online), never an
+interpolation of two labels.
 
 Flips and inversions are exact pixel maps with two outcomes each: with only those on, an
 image has at most four *views* (`view_codes`), and `augment_batch_with_views` says which
@@ -28,7 +33,10 @@ AUGMENT_DEFAULTS: dict[str, Any] = {
     "rotate": 0.0,       # max rotation, degrees
     "invert": 0.0,       # probability of x -> 1 - x
     "noise": 0.0,        # std of Gaussian noise on [0, 1] pixels
+    "mixup": {"p": 0.0, "alpha": 1.0},   # share of images blended with another, weight ~ Beta(alpha, alpha)
+    "cutmix": {"p": 0.0, "alpha": 1.0},  # share of images given a box of another, area ~ 1 - Beta(alpha, alpha)
 }
+MIXES = ("mixup", "cutmix")  # each image is mixed at most once: their p sum to at most 1
 
 
 def augment_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -41,12 +49,45 @@ def augment_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     merged["scale"] = [float(s) for s in merged["scale"]]
     if len(merged["scale"]) != 2 or not 0 < merged["scale"][0] <= merged["scale"][1]:
         raise DfkdError(f"augment.scale must be [min, max] with 0 < min <= max; got {merged['scale']}.")
+    for key in MIXES:
+        merged[key] = _mix_config(key, merged[key])
+    if merged["mixup"]["p"] + merged["cutmix"]["p"] > 1:
+        raise DfkdError(f"augment.mixup.p + augment.cutmix.p must be at most 1 (an image is mixed at most once); "
+                        f"got {merged['mixup']['p']} + {merged['cutmix']['p']}. Lower one of them.")
     return merged
 
 
+def _mix_config(key: str, block: Any) -> dict[str, float]:
+    """A checked `{p, alpha}` block of augment.mixup / augment.cutmix, defaults filled."""
+    if not isinstance(block, Mapping):
+        raise DfkdError(f"augment.{key} must be a mapping {{p: 0..1, alpha: > 0}}; got {block!r}.")
+    unknown = sorted(set(block) - set(AUGMENT_DEFAULTS[key]))
+    if unknown:
+        raise DfkdError(f"augment.{key}: unknown option(s) {unknown}; known: ['alpha', 'p'].")
+    merged = {**AUGMENT_DEFAULTS[key], **block}
+    for name in ("p", "alpha"):
+        value = merged[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise DfkdError(f"augment.{key}.{name} must be a finite number; got {value!r}.")
+    p, alpha = float(merged["p"]), float(merged["alpha"])
+    if not 0 <= p <= 1:
+        raise DfkdError(f"augment.{key}.p must be in [0, 1] (the share of images mixed); got {p}.")
+    if not alpha > 0:
+        raise DfkdError(f"augment.{key}.alpha must be > 0 (Beta(alpha, alpha) mixing weights); got {alpha}.")
+    return {"p": p, "alpha": alpha}
+
+
+def mixing_active(cfg: Mapping[str, Any] | None) -> bool:
+    """Whether mixup or CutMix mixes any image (then only an online teacher can label them)."""
+    cfg = augment_config(cfg)
+    return any(cfg[key]["p"] > 0 for key in MIXES)
+
+
 def augment_active(cfg: Mapping[str, Any] | None) -> bool:
-    """Whether `cfg` changes any image (so a teacher must label each augmented batch)."""
-    return augment_config(cfg) != AUGMENT_DEFAULTS
+    """Whether `cfg` changes any image (so a teacher must label each augmented batch).
+    A mixing block with p = 0 changes nothing, whatever its alpha."""
+    cfg = augment_config(cfg)
+    return mixing_active(cfg) or any(cfg[key] != AUGMENT_DEFAULTS[key] for key in cfg if key not in MIXES)
 
 
 VIEW_FLIP, VIEW_INVERT = 1, 2  # bits of a view code
@@ -55,9 +96,11 @@ VIEW_FLIP, VIEW_INVERT = 1, 2  # bits of a view code
 def view_codes(cfg: Mapping[str, Any] | None) -> list[int] | None:
     """The views augmentation can make of an image, as codes (bit VIEW_FLIP: flipped, bit
     VIEW_INVERT: inverted), when flips and inversions are the only options on; else None
-    (also when augmentation is off: then there is nothing to choose between)."""
+    (also when augmentation is off: then there is nothing to choose between, and when mixing is
+    on: a mixed image is no view of one image)."""
     cfg = augment_config(cfg)
-    if not augment_active(cfg) or any(cfg[key] != AUGMENT_DEFAULTS[key] for key in cfg if key not in ("flip", "invert")):
+    others = [key for key in cfg if key not in ("flip", "invert", *MIXES)]
+    if not augment_active(cfg) or mixing_active(cfg) or any(cfg[key] != AUGMENT_DEFAULTS[key] for key in others):
         return None
     flips = [0, VIEW_FLIP] if cfg["flip"] else [0]
     inverts = [VIEW_INVERT] if cfg["invert"] >= 1 else [0, VIEW_INVERT] if cfg["invert"] > 0 else [0]
@@ -81,7 +124,7 @@ def augment_batch(x: torch.Tensor, cfg: Mapping[str, Any] | None, generator: tor
 def augment_batch_with_views(x: torch.Tensor, cfg: Mapping[str, Any] | None,
                              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """`augment_batch`, and each image's flip/invert view code (B,) int64 (the other options
-    are continuous: the code says nothing of them)."""
+    are continuous, and mixing makes no view: the code says nothing of them)."""
     cfg = augment_config(cfg)
     B = x.shape[0]
     code = torch.zeros(B, dtype=torch.int64, device=x.device)
@@ -114,4 +157,61 @@ def augment_batch_with_views(x: torch.Tensor, cfg: Mapping[str, Any] | None,
     if cfg["noise"] > 0:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x = (x + cfg["noise"] * noise).clamp(0, 1)
+    # 5. mixup / CutMix with another image of the batch
+    if mixing_active(cfg):
+        x = mix_batch(x, cfg, generator)
     return x, code
+
+
+def mix_batch(x: torch.Tensor, cfg: Mapping[str, Any] | None, generator: torch.Generator) -> torch.Tensor:
+    """Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019) of [0, 1] images (B, C, H, W).
+
+    Each image draws one uniform u: u < cutmix.p gets CutMix, else u < cutmix.p + mixup.p gets
+    mixup, else it stays as it is. Its partner is the next image in a random cyclic order of
+    the batch (never itself when B > 1). One Beta(alpha, alpha) weight lam per image (not per
+    batch): mixup gives lam * x + (1 - lam) * partner; CutMix pastes the partner's pixels in a
+    box of side sqrt(1 - lam) times the image's, centred uniformly and clipped to the image.
+    Every draw is made for the whole batch whether used or not (fixed shapes: the draws
+    depend on the generator alone, and the device never waits for the host). Same shape and
+    dtype; `x` itself when mixing is off.
+    """
+    cfg = augment_config(cfg)
+    p_mix, p_cut = cfg["mixup"]["p"], cfg["cutmix"]["p"]
+    if p_mix == 0 and p_cut == 0:
+        return x
+    B, _, H, W = x.shape
+    device = x.device
+
+    def uniform(n: int) -> torch.Tensor:  # U[0, 1) from the batch's generator
+        return torch.rand(n, generator=generator, device=device, dtype=torch.float32)
+
+    def beta(alpha: float) -> torch.Tensor:  # (B,) ~ Beta(alpha, alpha), as G1 / (G1 + G2)
+        gammas = torch._standard_gamma(torch.full((2, B), alpha, device=device), generator=generator)  # (2, B)
+        return (gammas[0] / (gammas[0] + gammas[1])).nan_to_num(0.5)  # 0/0 when both underflow (tiny alpha)
+
+    # 1. partners and who mixes how
+    order = torch.randperm(B, generator=generator, device=device)  # (B,)
+    partner = torch.empty_like(order)
+    partner[order] = order.roll(-1)  # a random cycle through the batch
+    other = x[partner]  # (B, C, H, W)
+    u = uniform(B)
+    use_cut = u < p_cut  # (B,)
+    use_mix = ~use_cut & (u < p_cut + p_mix)  # (B,)
+    out = x
+    # 2. mixup: a convex blend
+    if p_mix > 0:
+        lam = beta(cfg["mixup"]["alpha"]).to(x.dtype).view(B, 1, 1, 1)
+        out = torch.where(use_mix.view(B, 1, 1, 1), lam * x + (1 - lam) * other, out)
+    # 3. CutMix: a box of the partner, built as a (B, H, W) mask
+    if p_cut > 0:
+        side = (1 - beta(cfg["cutmix"]["alpha"])).sqrt()  # (B,) box side / image side
+        h, w = (side * H).round().long(), (side * W).round().long()  # (B,)
+        cy, cx = (uniform(B) * H).long(), (uniform(B) * W).long()  # (B,) box centres
+        top, left = cy - h // 2, cx - w // 2  # may lie outside: the box is clipped by the comparisons
+        rows = torch.arange(H, device=device).view(1, H)
+        cols = torch.arange(W, device=device).view(1, W)
+        in_rows = (rows >= top.view(B, 1)) & (rows < (top + h).view(B, 1))  # (B, H)
+        in_cols = (cols >= left.view(B, 1)) & (cols < (left + w).view(B, 1))  # (B, W)
+        box = (in_rows.view(B, H, 1) & in_cols.view(B, 1, W)) & use_cut.view(B, 1, 1)  # (B, H, W)
+        out = torch.where(box.view(B, 1, H, W), other, out)
+    return out

@@ -6,7 +6,9 @@ logits are fixed per row: they are read from features/{source}.h5 when given ("c
 computed once here ("online"). With flips and/or inversions only, an image has at most four
 views: the teacher's logits are computed once per view and row before training ("per_view";
 the images the student sees are the same, the teacher's forward pass leaves the step). With
-other augmentation the teacher labels every augmented batch ("online").
+other augmentation the teacher labels every augmented batch ("online"). Mixup and CutMix
+(dfkd.augment.mix_batch) always take that path: the teacher labels the very mixed images the
+student sees, and the loss stays the KD loss alone (no interpolated labels).
 Outputs: model.pt, metrics.json (the final test accuracy is the headline), log.csv, and the
 resumable checkpoint.pt (see dfkd.training.fit).
 """

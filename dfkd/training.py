@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from dfkd.artifacts import atomic_path, load_torch, read_h5_array, save_torch
-from dfkd.augment import apply_view, augment_active, augment_batch, augment_config
+from dfkd.augment import apply_view, augment_active, augment_batch, augment_config, mixing_active
 from dfkd.errors import DfkdError
 from dfkd.models import build_model
 
@@ -64,6 +64,9 @@ def training_config(cfg: Mapping[str, Any], section: str) -> dict[str, Any]:
         raise DfkdError(f"{section}.optimizer: unknown option(s) {unknown}.")
     merged = {**TRAINING_DEFAULTS, **cfg, "optimizer": optimizer}
     merged["augment"] = augment_config(cfg.get("augment"))
+    if section == "teacher" and mixing_active(merged["augment"]):  # its loss takes hard labels
+        raise DfkdError("teacher.augment: mixup and cutmix are for students only (a mixed image has no hard "
+                        "label; a student's teacher labels it). Set their p to 0 or remove them.")
     if merged["schedule"] not in ("constant", "onecycle", "cosine"):
         raise DfkdError(f"{section}.schedule is '{merged['schedule']}'; use constant, onecycle or cosine.")
     return merged
