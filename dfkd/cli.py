@@ -105,6 +105,28 @@ def cmd_distance(args) -> None:
     transfer_set_distance(Path(args.manifest), files_by_source(args.features), Path(args.train_features), Path(args.out))
 
 
+def cmd_score(args) -> None:
+    from dfkd.quality import format_scores, score_files
+
+    payload = score_files(
+        [Path(p) for p in args.labels], args.num_classes, Path(args.out),
+        [Path(p) for p in args.features] if args.features else None, args.per_class,
+        seed=args.seed, rank_by=args.rank_by,
+    )
+    print(format_scores(payload))
+
+
+def cmd_quality(args) -> None:
+    from dfkd.quality import quality_files
+
+    payload = quality_files(
+        Path(args.manifest), [Path(p) for p in args.labels], [Path(p) for p in args.features],
+        args.num_classes, args.per_class, Path(args.out),
+        Path(args.train_features) if args.train_features else None,
+    )
+    print(", ".join(f"{name} {value:.4g}" for name, value in {**payload["scores"], **payload.get("distances", {})}.items()))
+
+
 def cmd_report(args) -> None:
     from dfkd.report import build_summary
 
@@ -215,6 +237,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-features", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_distance)
+
+    p = sub.add_parser("score", help="rank candidate sources and their balanced mix by data-free scores (no training data)")
+    p.add_argument("--labels", nargs="+", required=True, help="labels parquet files, in recipe order (stem = source)")
+    p.add_argument("--num-classes", type=int, required=True)
+    p.add_argument("--out", required=True, help="JSON: candidates best first, per-score rankings")
+    p.add_argument("--features", nargs="+", help="features files, one per labels file in the same order")
+    p.add_argument("--per-class", type=int, help="class cap of fill and of the mix (default: first file's rows // K)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the mix's random picks")
+    p.add_argument("--rank-by", default="fill", help="the score that orders the candidates (default: fill)")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("quality", help="data-free scores of a transfer set, and distances to the training set")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--labels", nargs="+", required=True, help="labels files of the set's sources (stem = source)")
+    p.add_argument("--features", nargs="+", required=True, help="features files of the set's sources (stem = source)")
+    p.add_argument("--num-classes", type=int, required=True)
+    p.add_argument("--per-class", type=int, required=True)
+    p.add_argument("--train-features", help="features/train.h5: adds the distances to the training set")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_quality)
 
     p = sub.add_parser("report", help="the summary table and class-count figures of a target")
     p.add_argument("--target-dir", required=True)
