@@ -8,9 +8,11 @@ Unbalanced: rows of the base alone, at most `total` of them (a seeded random sub
 the base has more).
 Balanced: each kept class c gets a target (`per_class`, or its share of `size`); take up to
 the target from the rows the teacher labels c in the base, then top the class up from the
-next source, and so on. Within a source, rows are picked at random (seeded), or most
-confident first with `prefer_confident`. A class no source can fill stays short: the counts
-report it, nothing hides it.
+next source, and so on. Within a source, rows are picked at random (seeded), or in the order
+`prefer` names (ties in random order): `confident` (highest teacher confidence first, also
+`prefer_confident`), `margin_low` (smallest top-1 minus top-2 probability first: the most
+ambiguous rows, near the teacher's decision boundaries), `margin_high` (largest first). A class
+no source can fill stays short: the counts report it, nothing hides it.
 
 Caps, in order of precedence:
 - `size`, when given, fixes the total: `size // k` rows per kept class, the remainder one
@@ -38,6 +40,7 @@ from dfkd.errors import DfkdError
 from dfkd.provenance import make_provenance
 
 LABEL_COLUMNS = ("index", "label", "confidence")
+PREFER = ("random", "confident", "margin_low", "margin_high")  # pick order within a class and source
 MANIFEST_COLUMNS = ("source", "index", "label", "confidence")
 
 
@@ -105,39 +108,56 @@ def _targets(
 
 
 # ---------------------------------------------------------------------------- picking
-def _preference_order(
-    labels: np.ndarray, confidence: np.ndarray, perm: np.ndarray, prefer_confident: bool
-) -> np.ndarray:
+def _resolve_prefer(prefer: str, prefer_confident: bool) -> str:
+    if prefer not in PREFER:
+        raise DfkdError(f"assemble: prefer is {prefer!r}; use one of {', '.join(PREFER)}.")
+    if prefer_confident and prefer not in ("random", "confident"):
+        raise DfkdError(f"assemble: prefer_confident contradicts prefer={prefer!r}; give one of them.")
+    return "confident" if prefer_confident else prefer
+
+
+def _preference_key(name: str, frame: pd.DataFrame, confidence: np.ndarray, prefer: str) -> np.ndarray | None:
+    """Each row's sort key (smallest picked first) under `prefer`; None for random order."""
+    if prefer == "random":
+        return None
+    if prefer == "confident":
+        return -confidence
+    if "margin" not in frame.columns:
+        raise DfkdError(f"labels of source '{name}' lack the 'margin' column that prefer={prefer!r} needs "
+                        f"(it has {list(frame.columns)}). Re-run `dfkd label` for this source.")
+    margin = frame["margin"].to_numpy(dtype=np.float32)
+    if not np.isfinite(margin).all():
+        raise DfkdError(f"labels of source '{name}' hold NaN or infinite margins. Re-run `dfkd label`.")
+    return margin if prefer == "margin_low" else -margin
+
+
+def _preference_order(labels: np.ndarray, key: np.ndarray | None, perm: np.ndarray) -> np.ndarray:
     """Row positions, grouped by class (ascending); within a class in pick order.
 
-    Pick order is the random permutation `perm`, or, with `prefer_confident`, the most
-    confident first with ties in `perm` order. Stable sorts keep it exact and vectorised.
+    Pick order is the random permutation `perm`, or, with a `key`, the smallest key first
+    with ties in `perm` order. Stable sorts keep it exact and vectorised.
     """
     order = perm
-    if prefer_confident:
-        order = order[np.argsort(-confidence[order], kind="stable")]
+    if key is not None:
+        order = order[np.argsort(key[order], kind="stable")]
     small = labels.astype(np.int16 if labels.size == 0 or labels.max() < 2**15 else np.int32)  # radix sort
     return order[np.argsort(small[order], kind="stable")]
 
 
-def _pick(
-    labels: np.ndarray, confidence: np.ndarray, perm: np.ndarray, need: np.ndarray, prefer_confident: bool
-) -> np.ndarray:
+def _pick(labels: np.ndarray, key: np.ndarray | None, perm: np.ndarray, need: np.ndarray) -> np.ndarray:
     """Row positions of up to need[c] rows of each class c, in pick order."""
-    order = _preference_order(labels, confidence, perm, prefer_confident)
+    order = _preference_order(labels, key, perm)
     sorted_labels = labels[order]
     starts = np.searchsorted(sorted_labels, np.arange(len(need)))  # first position of each class
     rank = np.arange(len(order)) - starts[sorted_labels]  # rank of each row within its class
     return order[rank < need[sorted_labels]]
 
 
-def _pick_unbalanced(
-    labels: np.ndarray, confidence: np.ndarray, perm: np.ndarray, kept: int, cap: int, prefer_confident: bool
-) -> np.ndarray:
+def _pick_unbalanced(labels: np.ndarray, key: np.ndarray | None, perm: np.ndarray, kept: int, cap: int) -> np.ndarray:
     """Row positions of up to `cap` rows of a kept class, in pick order."""
     order = perm[labels[perm] < kept]
-    if prefer_confident:
-        order = order[np.argsort(-confidence[order], kind="stable")]
+    if key is not None:
+        order = order[np.argsort(key[order], kind="stable")]
     return order[:cap]
 
 
@@ -153,6 +173,7 @@ def assemble(
     size: int | None = None,
     seed: int = 0,
     prefer_confident: bool = False,
+    prefer: str = "random",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Assemble a transfer set from teacher-labelled sources (the first is the base).
 
@@ -162,7 +183,8 @@ def assemble(
     `class`, `before` (the base's teacher count over all its rows), `target` (the class's
     cap in a balanced set, 0 for classes not kept, -1 in an unbalanced set: no per-class
     target), `after`, one `from_{source}` column per source, and `short` (after < target).
-    See the module docstring for the caps and their defaults.
+    See the module docstring for the caps and their defaults, and for `prefer` (random,
+    confident, margin_low, margin_high; `prefer_confident=True` is `prefer="confident"`).
     """
     _check_cap("num_classes", num_classes, minimum=1)
     for name, value in (("per_class", per_class), ("total", total), ("size", size)):
@@ -177,6 +199,9 @@ def assemble(
     if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
         raise DfkdError(f"assemble: source names must be distinct non-empty strings, got {names}.")
     sources = [_source_arrays(name, frame, num_classes) for name, frame in labels]
+    prefer = _resolve_prefer(prefer, prefer_confident)
+    keys = [_preference_key(name, frame, source["confidence"], prefer)
+            for (name, frame), source in zip(labels, sources)]
     kept = num_classes if classes is None else classes
 
     # 1. Draw every source's random pick order, in recipe order, whatever is needed from it.
@@ -188,14 +213,14 @@ def assemble(
     if balanced:
         targets = _targets(num_classes, kept, len(sources[0]["label"]), per_class, total, size)
         need = targets.copy()
-        for source, perm in zip(sources, perms):
-            rows = _pick(source["label"], source["confidence"], perm, need, prefer_confident)
+        for source, perm, key in zip(sources, perms, keys):
+            rows = _pick(source["label"], key, perm, need)
             need -= np.bincount(source["label"][rows], minlength=num_classes)
             picked.append(rows)
     else:
         cap = size if size is not None else (len(sources[0]["label"]) if total is None else total)
         base = sources[0]
-        picked.append(_pick_unbalanced(base["label"], base["confidence"], perms[0], kept, cap, prefer_confident))
+        picked.append(_pick_unbalanced(base["label"], keys[0], perms[0], kept, cap))
         picked.extend(np.zeros(0, dtype=np.int64) for _ in sources[1:])
         targets = np.full(num_classes, -1, dtype=np.int64)
 

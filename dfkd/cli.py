@@ -75,7 +75,7 @@ def cmd_assemble(args) -> None:
         [Path(p) for p in args.labels], args.num_classes, Path(args.out),
         Path(args.counts) if args.counts else None,
         balanced=not args.unbalanced, per_class=args.per_class, total=total,
-        classes=args.classes, size=args.size, seed=args.seed,
+        classes=args.classes, size=args.size, seed=args.seed, prefer=args.prefer,
     )
 
 
@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int)
     p.add_argument("--size", type=int)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prefer", default="random", choices=("random", "confident", "margin_low", "margin_high"),
+                   help="which rows of a class a source gives first: random, most confident, smallest or largest "
+                        "teacher margin (top-1 minus top-2 probability; ties at random) (default: random)")
     p.set_defaults(func=cmd_assemble)
 
     p = sub.add_parser("distill", help="distil a student on a transfer set")

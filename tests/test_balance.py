@@ -292,3 +292,103 @@ def test_invariants(recipe):
                     manifest.loc[manifest["source"] == name, "index"])]["confidence"]
                 if len(chosen) and len(left):
                     assert chosen.min() >= left.max()
+
+
+# ---------------------------------------------------------------------------- row selection (`prefer`)
+def with_margin(frame: pd.DataFrame, margin) -> pd.DataFrame:
+    return frame.assign(margin=np.asarray(margin, dtype=np.float32))
+
+
+def test_prefer_margin_low_takes_the_smallest_margin_rows_of_each_class():
+    margin = [0.9, 0.05, 0.5, 0.01, 0.7, 0.3, 0.2, 0.6, 0.02, 0.8]
+    base = with_margin(source([0, 0, 0, 0, 0, 1, 1, 1, 1, 1]), margin)
+    for seed in (0, 7):  # no ties: the seed does not matter
+        manifest, _ = assemble([("base", base)], 2, per_class=2, total=10, prefer="margin_low", seed=seed)
+        assert manifest["index"].tolist() == [1, 3, 6, 8]
+    manifest, _ = assemble([("base", base)], 2, per_class=2, total=10, prefer="margin_high")
+    assert manifest["index"].tolist() == [0, 4, 7, 9]
+    manifest, _ = assemble([("base", base)], 2, balanced=False, total=3, prefer="margin_low")
+    assert manifest["index"].tolist() == [1, 3, 8]  # unbalanced: the three smallest overall
+    manifest, _ = assemble([("base", base)], 2, per_class=2, total=10, prefer="confident")
+    assert manifest.equals(assemble([("base", base)], 2, per_class=2, total=10, prefer_confident=True)[0])
+
+
+def test_prefer_margin_low_tops_up_from_the_next_source_by_its_margins():
+    base = with_margin(source([0, 0, 1]), [0.4, 0.1, 0.2])
+    extra = with_margin(source([1, 1, 1, 1], index=[10, 11, 12, 13]), [0.5, 0.05, 0.9, 0.3])
+    manifest, counts = assemble([("base", base), ("extra", extra)], 2, per_class=3, total=6, prefer="margin_low")
+    assert counts["after"].tolist() == [2, 3]
+    assert manifest.loc[manifest["source"] == "extra", "index"].tolist() == [11, 13]
+
+
+def test_prefer_margin_ties_are_broken_by_the_seed_deterministically():
+    base = with_margin(source([0] * 20), [0.1] * 10 + [0.5] * 10)
+    picks = {seed: assemble([("base", base)], 1, total=4, prefer="margin_low", seed=seed)[0]["index"].tolist()
+             for seed in range(4)}
+    assert all(set(rows) <= set(range(10)) for rows in picks.values())  # only the smallest margins
+    assert picks[1] == assemble([("base", base)], 1, total=4, prefer="margin_low", seed=1)[0]["index"].tolist()
+    assert len({tuple(rows) for rows in picks.values()}) > 1
+
+
+@pytest.mark.parametrize(
+    "frame, kwargs, message",
+    [
+        (source([0, 1]), {"prefer": "entropy_low"}, "prefer is 'entropy_low'; use one of random, confident"),
+        (source([0, 1]), {"prefer": "margin_low", "prefer_confident": True}, "prefer_confident contradicts"),
+        (source([0, 1]), {"prefer": "margin_low"}, "lack the 'margin' column that prefer='margin_low' needs"),
+        (with_margin(source([0, 1]), [0.1, np.nan]), {"prefer": "margin_high"}, "NaN or infinite margins"),
+    ],
+)
+def test_bad_prefer_raises_dfkd_errors(frame, kwargs, message):
+    with pytest.raises(DfkdError, match=message):
+        assemble([("noise", frame)], 2, **kwargs)
+    assemble([("noise", frame)], 2, prefer="random")  # random never reads the margins
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(recipes(), st.sampled_from(["margin_low", "margin_high"]), st.integers(0, 2**16))
+def test_prefer_margin_keeps_the_extreme_rows(recipe, prefer, seed):
+    sources, num_classes, options = recipe
+    rng = np.random.default_rng(seed)
+    sources = [(name, with_margin(frame, rng.choice([0.0, 0.25, 0.5], size=len(frame)))) for name, frame in sources]
+    options = {**options, "prefer_confident": False, "prefer": prefer}
+    manifest, _ = assemble(sources, num_classes, **options)
+    assert manifest.equals(assemble(sources, num_classes, **options)[0])
+    sign = 1 if prefer == "margin_low" else -1
+    for name, frame in sources[:1] if not options["balanced"] else sources:
+        taken = frame["index"].isin(manifest.loc[manifest["source"] == name, "index"])
+        groups = [frame["label"] == c for c in range(num_classes)] if options["balanced"] else \
+            [frame["label"] < (options["classes"] or num_classes)]
+        for group in groups:
+            chosen, left = sign * frame.loc[group & taken, "margin"], sign * frame.loc[group & ~taken, "margin"]
+            if len(chosen) and len(left):
+                assert chosen.max() <= left.min()
+
+
+def test_cli_assemble_prefer_writes_the_margin_selection(tmp_path):
+    from dfkd.balance import PREFER
+    from dfkd.cli import build_parser, main
+
+    frame = with_margin(source([0, 0, 0, 1, 1, 1]), [0.3, 0.1, 0.2, 0.9, 0.4, 0.8])
+    write_parquet(tmp_path / "noise.parquet", frame, None)
+    out = tmp_path / "set.parquet"
+    main(["assemble", "--labels", str(tmp_path / "noise.parquet"), "--num-classes", "2", "--per-class", "1",
+          "--out", str(out), "--prefer", "margin_low"])
+    assert read_parquet(out, ["index"])["index"].tolist() == [1, 4]
+    assert read_parquet_provenance(out)["config"]["prefer"] == "margin_low"
+    base = ["assemble", "--labels", "a", "--num-classes", "2", "--out", "o"]
+    assert build_parser().parse_args(base).prefer == "random"
+    for prefer in PREFER:  # the CLI offers every choice of dfkd.balance
+        assert build_parser().parse_args(base + ["--prefer", prefer]).prefer == prefer
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(base + ["--prefer", "entropy_low"])
+
+
+def test_schema_transfer_set_prefer_defaults_to_random_and_refuses_others():
+    from dfkd.config import definition_schema, schema_errors
+
+    schema = definition_schema("transfer_set")
+    recipe = {"sources": ["noise"]}
+    assert schema_errors(recipe, schema) == [] and recipe["prefer"] == "random"
+    errors = schema_errors({"sources": ["noise"], "prefer": "entropy"}, schema, "transfer_sets.x")
+    assert len(errors) == 1 and errors[0].startswith("transfer_sets.x.prefer:")
