@@ -139,6 +139,8 @@ def gather_view(
         confidence[rows] = frame["confidence"].to_numpy(dtype=np.float64)[where]
         margin[rows] = frame["margin"].to_numpy(dtype=np.float64)[where]
         if features_files is not None:
+            if name not in features_files:
+                raise DfkdError(f"no features file given for source '{name}' (given: {sorted(features_files)}).")
             block = read_h5_array(features_files[name], "logits", ndim=2)  # (N_source, K): small
             if logits is None:
                 logits = np.empty((n, block.shape[1]))
@@ -594,6 +596,6 @@ def format_scores(payload: Mapping) -> str:
             for c in payload["candidates"]]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header] + rows]
-    arrows = "  ".join(f"{s} {'+' if payload['directions'][s] > 0 else '-'}" for s in names)
-    return "\n".join(lines + [f"ranked by {payload['rank_by']}, per_class={payload['per_class']}; "
-                              f"expected direction (+ higher is better): {arrows}"])
+    lower = [s for s in names if payload["directions"][s] < 0]
+    note = f"; lower is better: {', '.join(lower)}" if lower else "; higher is better for every score"
+    return "\n".join(lines + [f"ranked by {payload['rank_by']}, per_class={payload['per_class']}{note}"])

@@ -56,7 +56,8 @@ def _kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         sx = np.sign(x[s : s + step, :, None] - x[s : s + step, None, :])  # (b, n, n)
         sy = np.sign(y[s : s + step, :, None] - y[s : s + step, None, :])
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[s : s + step] = (sx * sy).sum(axis=(1, 2)) / np.sqrt((sx * sx).sum(axis=(1, 2)) * (sy * sy).sum(axis=(1, 2)))
+            norm = np.sqrt((sx * sx).sum(axis=(1, 2)) * (sy * sy).sum(axis=(1, 2)))
+            out[s : s + step] = (sx * sy).sum(axis=(1, 2)) / norm
     return out
 
 
