@@ -24,6 +24,9 @@ Recorded input paths are relative to the folder Snakemake ran in. They are resol
 ROOT's parent folder and its ancestors first (so a results tree copied elsewhere together with
 its parent folder audits against itself, not against the original), then against the current
 directory. Every file is hashed at most once per audit.
+
+`dfkd audit --lineage FILE` without ROOT finds the results folder from FILE itself: the folder
+above its `{target}/` folder (`results/{target}/features/noise.h5` -> `results`).
 """
 from __future__ import annotations
 
@@ -43,6 +46,9 @@ STATUSES = ("unreadable", "no provenance", "modified", "missing input", "stale",
 # provenance is a raw file: only its hash is checked.)
 PROPAGATES = frozenset({"unreadable", "modified", "missing input", "stale"})
 NOT_ARTIFACTS = frozenset({"checkpoint.pt"})  # dfkd.training.CHECKPOINT: resume state, no provenance
+# The folders of a target's results (CONTRACTS.md): results/{target}/{one of these}/...
+STAGE_FOLDERS = frozenset({"data", "teacher", "features", "labels", "transfer", "students", "distance",
+                           "tables", "figures", "logs", "benchmarks"})
 
 
 def is_artifact(path: Path) -> bool:
@@ -340,13 +346,32 @@ def lineage_lines(auditor: Auditor, path: str | Path) -> list[str]:
     return lines
 
 
+def results_root_of(path: str | Path) -> Path:
+    """The results folder that holds an artifact: the parent of its `{target}/` folder.
+
+    The nearest ancestor named like a stage folder (data, features, students, ...) sits in the
+    target's folder, whose parent is the root; a run folder named like a stage folder
+    (`students/data/`) is skipped. A file outside that layout gives its own folder.
+    """
+    path = Path(os.path.abspath(path))
+    for folder in path.parents:
+        if folder.name in STAGE_FOLDERS and folder.parent.name != "students" and len(folder.parents) >= 2:
+            return folder.parent.parent
+    return path.parent
+
+
 def _node_label(entry: Entry) -> str:
     return f"{entry.stage or 'no stage'}, {entry.status}"
 
 
-def run_audit(root: str | Path = "results", as_json: bool = False, lineage: str | Path | None = None,
+def run_audit(root: str | Path | None = "results", as_json: bool = False, lineage: str | Path | None = None,
               include_untracked: bool = False) -> tuple[str, int]:
-    """The text `dfkd audit` prints and its exit code (0: all ok, 1: anything else)."""
+    """The text `dfkd audit` prints and its exit code (0: all ok, 1: anything else).
+
+    `root` None: the lineage file's results folder (`results_root_of`), else `results`.
+    """
+    if root is None:
+        root = results_root_of(lineage) if lineage is not None and Path(lineage).is_file() else "results"
     root = Path(root)
     if not root.exists():
         raise DfkdError(f"results folder {root} not found. Pass the folder to audit: `dfkd audit RESULTS_DIR`.")

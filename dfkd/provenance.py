@@ -5,14 +5,20 @@ checkpoint key) so that a copy taken off the cluster can still be audited by `df
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import platform
+import shlex
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 PROVENANCE_KEY = "dfkd_provenance"
+COMMAND_KEY = "command"  # the `dfkd ...` command line that made the artifact (CLI runs only)
 _HASH_CHUNK = 1 << 22
+# Set by `dfkd.cli` while a subcommand runs; artifacts written by plain Python calls record none.
+_COMMAND: contextvars.ContextVar[str | None] = contextvars.ContextVar("dfkd_command", default=None)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -39,6 +45,27 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def command_line(argv: Sequence[str]) -> str:
+    """`dfkd ARGS...` shell-quoted, ready to paste (the program is always shown as `dfkd`:
+    the console script and `python -m dfkd.cli` run the same code)."""
+    return shlex.join(["dfkd", *map(str, argv)])
+
+
+@contextlib.contextmanager
+def recording_command(argv: Sequence[str]) -> Iterator[str]:
+    """While inside, every provenance record made in this context holds `dfkd ARGV...`."""
+    command = command_line(argv)
+    token = _COMMAND.set(command)
+    try:
+        yield command
+    finally:
+        _COMMAND.reset(token)
+
+
+def current_command() -> str | None:
+    return _COMMAND.get()
+
+
 def make_provenance(
     stage: str,
     config: Mapping[str, Any] | None = None,
@@ -49,13 +76,15 @@ def make_provenance(
 
     `inputs` maps a role ("teacher", "data", "labels/noise", ...) to a file path; each file
     is recorded with its path and content hash, so that `dfkd audit` can tell when an input
-    changed after the artifact was made.
+    changed after the artifact was made. Inside `recording_command` (every `dfkd` subcommand)
+    the record also holds the exact command line (`command`), to re-run the stage by hand. It
+    is part of the provenance, not of the payload: `content_sha256` does not cover it.
     """
     recorded_inputs = {
         role: {"path": str(path), "sha256": file_sha256(path)}
         for role, path in sorted((inputs or {}).items())
     }
-    return {
+    record = {
         "stage": stage,
         "config": json.loads(json.dumps(config or {}, sort_keys=True)),
         "inputs": recorded_inputs,
@@ -63,6 +92,10 @@ def make_provenance(
         # No timestamp or host name: the same inputs must give byte-identical artifacts.
         "versions": package_versions(),
     }
+    command = current_command()
+    if command is not None:  # the same command and inputs still give byte-identical artifacts
+        record[COMMAND_KEY] = command
+    return record
 
 
 def provenance_json(record: Mapping[str, Any]) -> str:

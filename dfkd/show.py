@@ -3,8 +3,9 @@
 HDF5: each dataset's shape and dtype (class counts of a `labels` dataset) and the attributes.
 Parquet: rows, columns (class counts of `label`, rows per `source`). JSON: the payload (metrics)
 without its provenance. Torch files: the architecture and record keys; the epoch reached for a
-training checkpoint. Then the provenance: stage, seed, config slice, inputs with short hashes,
-package versions and the recorded content digest (`dfkd audit` verifies it).
+training checkpoint. Then the provenance: stage, seed, the command that made it, config slice,
+inputs with short hashes, package versions and the recorded content digest (`dfkd audit`
+verifies it). `dfkd show --command ARTIFACT` prints only that command, ready to paste.
 """
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ import numpy as np
 
 from dfkd.artifacts import ARTIFACT_SUFFIXES, CONTENT_KEY, load_torch, open_h5, read_json
 from dfkd.errors import DfkdError
-from dfkd.provenance import PROVENANCE_KEY
+from dfkd.provenance import COMMAND_KEY, PROVENANCE_KEY
 
 SHORT_HASH = 12
 MAX_VALUE = 200  # characters of an attribute or config shown on one line
+KINDS = ("data/*.h5 and features/*.h5 (HDF5 arrays), labels/*.parquet and transfer/*.parquet (tables), "
+         "*.json (metrics, distances, study tables), model.pt and checkpoint.pt (torch)")
+LISTED = 8  # artifacts named when `dfkd show` is given a folder
 
 
 def show(path: str | Path) -> str:
@@ -27,8 +31,10 @@ def show(path: str | Path) -> str:
     path = Path(path)
     suffix = path.suffix.lower()
     readers = {".h5": _show_h5, ".hdf5": _show_h5, ".parquet": _show_parquet, ".json": _show_json, ".pt": _show_torch}
+    if path.is_dir():
+        raise DfkdError(_folder_message(path))
     if suffix not in readers:
-        raise DfkdError(f"{path}: `dfkd show` reads dfkd artifacts ({', '.join(ARTIFACT_SUFFIXES)}), not '{suffix}' files.")
+        raise DfkdError(f"{path}: `dfkd show` reads one dfkd artifact: {KINDS}; not '{suffix or path.name}' files.")
     if not path.is_file():
         raise DfkdError(f"{path} not found.")
     try:
@@ -40,6 +46,34 @@ def show(path: str | Path) -> str:
     lines = [f"{path}: {kind}, {_size(path.stat().st_size)}", *body]
     lines += _provenance_lines(provenance)
     return "\n".join(lines)
+
+
+def show_command(path: str | Path) -> str:
+    """The `dfkd ...` command line recorded in an artifact's provenance, ready to paste."""
+    from dfkd.audit import read_provenance
+
+    path = Path(path)
+    if path.is_dir():
+        raise DfkdError(_folder_message(path))
+    record = read_provenance(path)
+    if record is None:
+        raise DfkdError(f"{path} records no provenance (not written by dfkd); no command to show.")
+    command = record.get(COMMAND_KEY)
+    if not command:
+        raise DfkdError(f"{path} records no command: it was written by a Python call, or by a dfkd older than "
+                        f"`command` in provenance; its stage is '{record.get('stage')}' (see `dfkd show {path}`).")
+    return str(command)
+
+
+def _folder_message(path: Path) -> str:
+    """What `dfkd show` can show, for a folder given in place of a file."""
+    found = sorted(p for p in path.rglob("*") if p.suffix.lower() in ARTIFACT_SUFFIXES and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    listing = ", ".join(str(p.relative_to(path)) for p in found[:LISTED])
+    more = f" (+{len(found) - LISTED} more)" if len(found) > LISTED else ""
+    here = f" Artifacts in it: {listing}{more}." if found else " It holds no artifacts."
+    return (f"{path} is a folder; `dfkd show` summarizes one artifact file: {KINDS}.{here} "
+            f"To check a whole tree use `dfkd audit {path}`.")
 
 
 # ---------------------------------------------------------------------------- per format
@@ -137,6 +171,8 @@ def _provenance_lines(raw: Any) -> list[str]:
                  f"  stage     {record.get('stage')}"]
     else:
         lines = ["provenance:", f"  stage     {record.get('stage')}  (seed {record.get('seed')})"]
+        if record.get(COMMAND_KEY):
+            lines.append(f"  command   {record[COMMAND_KEY]}")
     config = json.dumps(record.get("config", {}), sort_keys=True, separators=(",", ":"))
     lines.append(f"  config    {_clip(config, 4 * MAX_VALUE)}")
     inputs = record.get("inputs") or {}
