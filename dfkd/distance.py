@@ -29,7 +29,7 @@ def transfer_set_distance(manifest_path: Path, feature_files: Mapping[str, Path]
         )
     from dfkd.training import pick_device
 
-    result = hausdorff(transfer, train, device=str(pick_device()))
+    result = hausdorff(transfer, train, device=str(pick_device()), desc=f"distance {Path(out).stem}")
     # Name the set's side of each winning pair by (source, row) rather than manifest position.
     row_ab, row_ba = result["pair_ab"][0], result["pair_ba"][1]
     result["pair_ab_source_row"] = [str(manifest["source"].iat[row_ab]), int(manifest["index"].iat[row_ab])]

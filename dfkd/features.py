@@ -14,6 +14,7 @@ import torch
 
 from dfkd.artifacts import H5Writer, h5_dataset, open_h5
 from dfkd.errors import DfkdError
+from dfkd.progress import Progress
 from dfkd.provenance import make_provenance
 
 
@@ -43,7 +44,7 @@ def extract_features(model_path: Path, data_path: Path, out: Path, batch_size: i
         check_images(images, spec, data_path)
         n = images.shape[0]
         labels = h5_dataset(source, "labels", ndim=1)[()] if "labels" in source else None
-        with H5Writer(out, provenance) as writer:
+        with H5Writer(out, provenance) as writer, Progress(n, f"features {Path(data_path).stem}", "images") as bar:
             features_out = logits_out = None
             for start in range(0, n, batch_size):
                 chunk = torch.from_numpy(images[start : start + batch_size]).to(device)  # (B, C, H, W) uint8
@@ -54,6 +55,7 @@ def extract_features(model_path: Path, data_path: Path, out: Path, batch_size: i
                     logits_out = writer.create("logits", (n, logits.shape[1]), np.float32)
                 features_out[start : start + len(chunk)] = features.float().cpu().numpy()
                 logits_out[start : start + len(chunk)] = logits.float().cpu().numpy()
+                bar.update(len(chunk))
             if n == 0:
                 raise DfkdError(f"{data_path} holds no images; nothing to extract.")
             if labels is not None:

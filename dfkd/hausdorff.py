@@ -45,6 +45,7 @@ import numpy as np
 
 from dfkd.artifacts import h5_dataset, open_h5, read_parquet, write_json
 from dfkd.errors import DfkdError
+from dfkd.progress import progress
 from dfkd.provenance import make_provenance
 
 U32 = 2.0**-24  # unit roundoff of float32
@@ -310,7 +311,8 @@ class _Search:
         ub[r[better]], arg[r[better]] = dist[better], c[better]
 
 
-def _directed(xs: _Set, ys: _Set, rng: np.random.Generator, block: int) -> tuple[float, int, int]:
+def _directed(xs: _Set, ys: _Set, rng: np.random.Generator, block: int,
+              desc: str | None = None) -> tuple[float, int, int]:
     search = _Search(xs, ys, block)
     best = (-np.inf, -1, -1)  # (L: largest exact nearest-neighbour distance so far, row of X, row of Y)
 
@@ -360,7 +362,8 @@ def _directed(xs: _Set, ys: _Set, rng: np.random.Generator, block: int) -> tuple
     groups = [
         (start, min(start + ROW_BLOCK, e)) for s, e in zip(bounds[:-1], bounds[1:]) for start in range(s, e, ROW_BLOCK)
     ]
-    for g in rng.permutation(len(groups)):
+    order = rng.permutation(len(groups))
+    for g in progress(order, desc, "row blocks") if desc else order:  # the long part: progress lines
         s, e = groups[g]
         group_rows, group_ub, group_arg = rows[s:e], ub[s:e].copy(), arg[s:e].copy()
         finish(group_rows, group_ub, group_arg, search.scan(group_rows, group_ub, group_arg, best[0]))
@@ -399,20 +402,21 @@ def hausdorff(
     seed: int = 0,
     device: str = "cpu",
     threads: int | None = None,
+    desc: str | None = None,
 ) -> dict:
     """Both directed distances and H = max of them, with the rows attaining each.
 
     `pair_ab = [i, j]`: row i of A, its nearest row j of B, ||a_i - b_j|| = directed_ab.
     `pair_ba = [j, i]`: row j of B, its nearest row i of A, ||b_j - a_i|| = directed_ba.
-    Options as for `directed_hausdorff_exact`.
+    Options as for `directed_hausdorff_exact`; `desc` names progress lines on stderr (None: quiet).
     """
     a, b = _as_features(a, "A"), _as_features(b, "B")
     _check_dims(a, b)
     block = _check_block(block)
     with _torch_settings(threads):
         xs, ys, rng = _prepare(a, b, seed, device)
-        ab = _directed(xs, ys, rng, block)
-        ba = _directed(ys, xs, rng, block)
+        ab = _directed(xs, ys, rng, block, f"{desc} A->B" if desc else None)
+        ba = _directed(ys, xs, rng, block, f"{desc} B->A" if desc else None)
     return {
         "hausdorff": max(ab[0], ba[0]),
         "directed_ab": ab[0],
@@ -522,6 +526,7 @@ def hausdorff_files(
     rows_b: Path | None = None,
     *,
     threads: int | None = None,
+    device: str = "cpu",
 ) -> dict:
     """H between the features of two files (optionally only the rows two manifests list).
 
@@ -539,7 +544,7 @@ def hausdorff_files(
             f"{a_h5} has {a.shape[1]}-dimensional features but {b_h5} has {b.shape[1]}; "
             "both must come from the same teacher layer. Re-run `dfkd features` with one teacher."
         )
-    result = hausdorff(a, b, threads=threads)
+    result = hausdorff(a, b, threads=threads, device=device, desc=f"hausdorff {Path(out).stem}")
     if index_a is not None:
         result["pair_ab"][0] = int(index_a[result["pair_ab"][0]])
         result["pair_ba"][1] = int(index_a[result["pair_ba"][1]])

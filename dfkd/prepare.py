@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 
 from dfkd.artifacts import write_h5
 from dfkd.errors import DfkdError
+from dfkd.progress import note
 from dfkd.provenance import make_provenance
 from dfkd.sources import SourceData, TargetSpec, validate_source_config
 from dfkd.sources.imagefolder import listing_digest
@@ -78,10 +80,13 @@ def prepare_source(
     the block's `split`). `config_slice` is recorded verbatim in the provenance.
     """
     # 1. Validate the block and find the raw files it reads.
+    started = time.perf_counter()
     try:
         kind, args = validate_source_config(cfg)
         files = list(kind.input_files(args, split))
         # 2. Load and convert (errors name the file and the fix).
+        note(f"prepare {name}: loading the {kind.name} source{f' ({len(files):,} raw files)' if files else ''} "
+             f"at {spec.channels}x{spec.image_size}x{spec.image_size}")
         data = kind.load(args, spec, split)
     except DfkdError as exc:
         raise DfkdError(f"Source '{name}': {exc}") from exc
@@ -102,11 +107,6 @@ def prepare_source(
         arrays["labels"] = data.labels
     # 4. Write atomically: a failure leaves no file at `out`.
     write_h5(out, arrays, provenance, attrs)
-    log.info(
-        "prepared %s: %d images %s%s -> %s",
-        name,
-        len(data.images),
-        data.images.shape[1:],
-        " with labels" if data.labels is not None else "",
-        out,
-    )
+    note(f"prepared {name}: {len(data.images):,} images {data.images.shape[1:]}"
+         f"{' with labels' if data.labels is not None else ''}{f', {data.skipped} skipped' if data.skipped else ''}"
+         f" -> {out} in {time.perf_counter() - started:.1f}s")
