@@ -13,6 +13,7 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/prepare.smk"
+include: "rules/fill.smk"
 include: "rules/teacher.smk"
 include: "rules/features.smk"
 include: "rules/labels.smk"

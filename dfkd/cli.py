@@ -57,6 +57,13 @@ def cmd_features(args) -> None:
     extract_features(Path(args.model), Path(args.data), Path(args.out), args.batch_size)
 
 
+def cmd_fill(args) -> None:
+    from dfkd.fill import fill_source
+
+    fill_source(Path(args.teacher), _json_arg(args.params), Path(args.out), Path(args.report),
+                checkpoint_seconds=args.checkpoint_seconds)
+
+
 def cmd_label(args) -> None:
     from dfkd.labels import label_source
 
@@ -190,6 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--batch-size", type=int, default=2048)
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("fill", help="draw from a generator until every teacher class is full: data/{source}.h5")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--params", required=True, help="JSON: {source, fill: {...}, per_class, num_classes, channels, image_size}")
+    p.add_argument("--out", required=True, help="data/{source}.h5 (its checkpoint: data/{source}.partial.h5)")
+    p.add_argument("--report", required=True, help="data/{source}.fill.json")
+    p.add_argument("--checkpoint-seconds", type=float, default=30.0, help="seconds between checkpoints")
+    p.set_defaults(func=cmd_fill)
 
     p = sub.add_parser("label", help="teacher labels of a source from its features file")
     p.add_argument("--features", required=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dfkd.sources import digits, imagefolder, noise, patches, procedural, torchvision_data
+from dfkd.sources import digits, fill, imagefolder, noise, patches, procedural, torchvision_data
 from dfkd.sources.base import (
     SOURCE_KINDS,
     SourceData,
@@ -29,6 +29,7 @@ for _kind in (
     *procedural.KINDS,
     patches.KIND,
     digits.KIND,
+    fill.KIND,
 ):
     register_source_kind(_kind)
 

@@ -196,6 +196,12 @@ def make_patches(
     return out
 
 
+def photo_pyramids(args: dict, spec: TargetSpec) -> list:
+    """The pyramids of every photo of a block: decoded once, cropped by many `make_patches`
+    calls (the `fill` stage draws batch after batch)."""
+    return [_pyramid(path, spec.channels) for path in photo_paths(args)]
+
+
 def input_files(args: dict, split: str | None) -> list[Path]:
     return photo_paths(args)
 
