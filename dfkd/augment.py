@@ -169,7 +169,7 @@ def mix_batch(x: torch.Tensor, cfg: Mapping[str, Any] | None, generator: torch.G
     Each image draws one uniform u: u < cutmix.p gets CutMix, else u < cutmix.p + mixup.p gets
     mixup, else it stays as it is. Its partner is the next image in a random cyclic order of
     the batch (never itself when B > 1). One Beta(alpha, alpha) weight lam per image (not per
-    batch): mixup gives lam * x + (1 - lam) * partner; CutMix pastes the partner's pixels in a
+    batch): mixup gives lam * x + (1 - lam) * partner (torch.lerp); CutMix pastes the partner's pixels in a
     box of side sqrt(1 - lam) times the image's, centred uniformly and clipped to the image.
     Every draw is made for the whole batch whether used or not (fixed shapes: the draws
     depend on the generator alone, and the device never waits for the host). Same shape and
@@ -198,10 +198,10 @@ def mix_batch(x: torch.Tensor, cfg: Mapping[str, Any] | None, generator: torch.G
     use_cut = u < p_cut  # (B,)
     use_mix = ~use_cut & (u < p_cut + p_mix)  # (B,)
     out = x
-    # 2. mixup: a convex blend
+    # 2. mixup: a convex blend, one pass (lerp with weight 1 returns x exactly: unmixed images stay as they are)
     if p_mix > 0:
-        lam = beta(cfg["mixup"]["alpha"]).to(x.dtype).view(B, 1, 1, 1)
-        out = torch.where(use_mix.view(B, 1, 1, 1), lam * x + (1 - lam) * other, out)
+        lam = torch.where(use_mix, beta(cfg["mixup"]["alpha"]), 1.0).to(x.dtype).view(B, 1, 1, 1)
+        out = torch.lerp(other, x, lam)  # lam * x + (1 - lam) * other
     # 3. CutMix: a box of the partner, built as a (B, H, W) mask
     if p_cut > 0:
         side = (1 - beta(cfg["cutmix"]["alpha"])).sqrt()  # (B,) box side / image side

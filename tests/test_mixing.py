@@ -97,6 +97,7 @@ def test_p_is_the_share_of_mixed_images_and_an_image_is_mixed_once():
     boxed = changed.any(1) & ~blended  # CutMix changes a box (rarely the whole image)
     assert abs(float(blended.float().mean()) - 0.3) < 0.04
     assert abs(float(boxed.float().mean()) - 0.2) < 0.04
+    assert abs(float((~changed.any(1)).float().mean()) - 0.5) < 0.04  # the others stay exactly as they were
 
 
 # ---------------------------------------------------------------------------- config
