@@ -169,8 +169,9 @@ def mix_batch(x: torch.Tensor, cfg: Mapping[str, Any] | None, generator: torch.G
     Each image draws one uniform u: u < cutmix.p gets CutMix, else u < cutmix.p + mixup.p gets
     mixup, else it stays as it is. Its partner is the next image in a random cyclic order of
     the batch (never itself when B > 1). One Beta(alpha, alpha) weight lam per image (not per
-    batch): mixup gives lam * x + (1 - lam) * partner (torch.lerp); CutMix pastes the partner's pixels in a
-    box of side sqrt(1 - lam) times the image's, centred uniformly and clipped to the image.
+    batch): mixup gives lam * x + (1 - lam) * partner (torch.lerp); CutMix pastes the partner's
+    pixels in a box of side sqrt(1 - lam) times the image's, centred uniformly and clipped to
+    the image.
     Every draw is made for the whole batch whether used or not (fixed shapes: the draws
     depend on the generator alone, and the device never waits for the host). Same shape and
     dtype; `x` itself when mixing is off.
