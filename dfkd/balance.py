@@ -37,6 +37,7 @@ import pandas as pd
 
 from dfkd.artifacts import atomic_path, files_by_source, read_parquet, write_parquet
 from dfkd.errors import DfkdError
+from dfkd.progress import note
 from dfkd.provenance import make_provenance
 
 LABEL_COLUMNS = ("index", "label", "confidence")
@@ -278,3 +279,6 @@ def assemble_files(
     if counts_out is not None:
         with atomic_path(counts_out) as tmp:
             counts.to_csv(tmp, index=False)
+    by_source = manifest["source"].value_counts(sort=False)
+    note(f"assembled {Path(out).stem}: {len(manifest):,} rows ("
+         + ", ".join(f"{name} {int(by_source.get(name, 0)):,}" for name in named) + ")")

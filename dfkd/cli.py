@@ -99,9 +99,12 @@ def cmd_distill(args) -> None:
 def cmd_hausdorff(args) -> None:
     from dfkd.hausdorff import hausdorff_files
 
+    from dfkd.training import pick_device
+
     result = hausdorff_files(
         Path(args.a), Path(args.b), Path(args.out),
         Path(args.rows_a) if args.rows_a else None, Path(args.rows_b) if args.rows_b else None,
+        device=str(pick_device()),
     )
     print(f"H = {result['hausdorff']:.6g} (A->B {result['directed_ab']:.6g}, B->A {result['directed_ba']:.6g})")
 
@@ -162,9 +165,52 @@ def cmd_audit(args) -> int:
 
 
 def cmd_show(args) -> None:
-    from dfkd.show import show
+    from dfkd.show import show, show_command
 
-    print(show(args.artifact))
+    print(show_command(args.artifact) if args.print_command else show(args.artifact))
+
+
+def cmd_plot_curves(args) -> None:
+    from dfkd.curves import plot_curves
+
+    plot_curves([Path(p) for p in args.log_csv], Path(args.out), labels=args.labels, title=args.title)
+
+
+def cmd_compare(args) -> None:
+    from dfkd.compare import compare_paths
+
+    print(compare_paths(Path(args.a), Path(args.b), show_equal=args.all))
+
+
+# ---------------------------------------------------------------------------- device, command line
+DEVICE_HELP = ("cpu, cuda or cuda:N; auto picks CUDA when present (default: auto). Not part of the "
+               "config slice: changing it re-runs nothing")
+
+
+def _recorded(func):
+    """Run a subcommand with its command line recorded in every provenance it writes, and on
+    the device that --device names (checked first: an unavailable device is a one-line error)."""
+
+    def run(args):
+        import contextlib
+        import os
+
+        from dfkd.provenance import recording_command
+
+        with contextlib.ExitStack() as stack:
+            device = getattr(args, "device", None)
+            if device is not None:
+                from dfkd.training import DEVICE_ENV, pick_device
+
+                pick_device(device)
+                previous = os.environ.get(DEVICE_ENV)
+                os.environ[DEVICE_ENV] = device
+                stack.callback(lambda: os.environ.pop(DEVICE_ENV) if previous is None
+                               else os.environ.__setitem__(DEVICE_ENV, previous))
+            stack.enter_context(recording_command(getattr(args, "argv", None) or sys.argv[1:]))
+            return func(args)
+
+    return run
 
 
 # ---------------------------------------------------------------------------- parser
@@ -173,93 +219,102 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check a config file against the schema")
-    p.add_argument("config")
+    p.add_argument("config", help="config YAML file (e.g. config.yaml)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("prepare", help="convert a source to the target's spec: data/{source}.h5")
-    p.add_argument("--name", required=True)
-    p.add_argument("--params", required=True, help="JSON: {source: {...}, split, channels, image_size}")
-    p.add_argument("--out", required=True)
+    p.add_argument("--name", required=True, help="the source's name (stored in the file's attrs and logs)")
+    p.add_argument("--params", required=True,
+                   help="JSON: {source: {kind, ...}, split, channels, image_size}; image_size in pixels")
+    p.add_argument("--out", required=True, help="output HDF5 file, e.g. results/{target}/data/{source}.h5")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train-teacher", help="train the teacher: teacher/model.pt, metrics.json, log.csv")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--train", required=True)
-    p.add_argument("--test", required=True)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p.add_argument("--train", required=True, help="training data (HDF5 from `prepare`, with labels)")
+    p.add_argument("--test", required=True, help="test data (HDF5 from `prepare`, with labels)")
     p.add_argument("--params", required=True, help="JSON: the target's model I/O and teacher block")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--out-dir", required=True, help="folder for model.pt, metrics.json, log.csv, checkpoint.pt")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_train_teacher)
 
     p = sub.add_parser("features", help="teacher features and logits of a data file")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--batch-size", type=int, default=2048)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p.add_argument("--model", required=True, help="teacher model file (teacher/model.pt)")
+    p.add_argument("--data", required=True, help="data file of one source (data/{source}.h5)")
+    p.add_argument("--out", required=True, help="output HDF5 file (features/{source}.h5)")
+    p.add_argument("--batch-size", type=int, default=2048,
+                   help="images per forward pass; bounds memory, not the result (default: 2048)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("fill", help="draw from a generator until every teacher class is full: data/{source}.h5")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--teacher", required=True)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p.add_argument("--teacher", required=True, help="teacher model file (teacher/model.pt) that labels the draws")
     p.add_argument("--params", required=True, help="JSON: {source, fill: {...}, per_class, num_classes, channels, image_size}")
     p.add_argument("--out", required=True, help="data/{source}.h5 (its checkpoint: data/{source}.partial.h5)")
     p.add_argument("--report", required=True, help="data/{source}.fill.json")
-    p.add_argument("--checkpoint-seconds", type=float, default=30.0, help="seconds between checkpoints")
+    p.add_argument("--checkpoint-seconds", type=float, default=30.0, help="seconds between checkpoints (default: 30)")
     p.set_defaults(func=cmd_fill)
 
     p = sub.add_parser("label", help="teacher labels of a source from its features file")
-    p.add_argument("--features", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--features", required=True, help="features file of one source (features/{source}.h5)")
+    p.add_argument("--out", required=True, help="output parquet file (labels/{source}.parquet)")
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("assemble", help="build a (class-balanced) transfer set from labels files, in order")
     p.add_argument("--labels", nargs="+", required=True, help="labels parquet files; the first is the base")
-    p.add_argument("--num-classes", type=int, required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--counts")
-    p.add_argument("--unbalanced", action="store_true")
-    p.add_argument("--per-class", type=int)
-    p.add_argument("--total", type=int)
+    p.add_argument("--num-classes", type=int, required=True, help="the teacher's class count K")
+    p.add_argument("--out", required=True, help="output manifest (transfer/{set}.parquet)")
+    p.add_argument("--counts", help="output per-class counts CSV (default: not written)")
+    p.add_argument("--unbalanced", action="store_true", help="the base source alone, up to --total rows (default: balanced)")
+    p.add_argument("--per-class", type=int, help="rows per class, at most (default: total // classes)")
+    p.add_argument("--total", type=int, help="rows in the set, at most (default: the base's row count)")
     p.add_argument("--total-like", help="a labels file whose row count is the default --total (the training set)")
-    p.add_argument("--classes", type=int)
-    p.add_argument("--size", type=int)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", type=int, help="keep classes 0..k-1 only (default: all K)")
+    p.add_argument("--size", type=int, help="a fixed total, size // k rows per kept class; replaces --total and "
+                                            "--per-class (default: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random picks within a source (default: 0)")
     p.add_argument("--prefer", default="random", choices=("random", "confident", "margin_low", "margin_high"),
                    help="which rows of a class a source gives first: random, most confident, smallest or largest "
                         "teacher margin (top-1 minus top-2 probability; ties at random) (default: random)")
     p.set_defaults(func=cmd_assemble)
 
     p = sub.add_parser("distill", help="distil a student on a transfer set")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--teacher", required=True)
-    p.add_argument("--manifest", required=True)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p.add_argument("--teacher", required=True, help="teacher model file (teacher/model.pt)")
+    p.add_argument("--manifest", required=True, help="transfer set (transfer/{set}.parquet)")
     p.add_argument("--data", nargs="+", required=True, help="data files of the set's sources (stem = source)")
-    p.add_argument("--features", nargs="*", help="features files (stem = source), for cached teacher logits")
-    p.add_argument("--test", required=True)
-    p.add_argument("--params", required=True)
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--features", nargs="*", help="features files (stem = source), for cached teacher logits "
+                                                 "(default: none; the teacher runs online)")
+    p.add_argument("--test", required=True, help="the target's test data (data/test.h5)")
+    p.add_argument("--params", required=True, help="JSON: the target's model I/O and student block (+ variant keys)")
+    p.add_argument("--out-dir", required=True, help="run folder for model.pt, metrics.json, log.csv, checkpoint.pt")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("hausdorff", help="exact Hausdorff distance between two feature files")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("a")
-    p.add_argument("b")
-    p.add_argument("--out", required=True)
-    p.add_argument("--rows-a")
-    p.add_argument("--rows-b")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p.add_argument("a", help="features file A (HDF5 with a `features` dataset)")
+    p.add_argument("b", help="features file B")
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.add_argument("--rows-a", help="a parquet whose `index` column selects rows of A (default: all rows)")
+    p.add_argument("--rows-b", help="a parquet whose `index` column selects rows of B (default: all rows)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_hausdorff)
 
     p = sub.add_parser("distance", help="Hausdorff distance of a transfer set (any sources) to the training set")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--features", nargs="+", required=True)
-    p.add_argument("--train-features", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p.add_argument("--manifest", required=True, help="transfer set (transfer/{set}.parquet)")
+    p.add_argument("--features", nargs="+", required=True, help="features files of the set's sources (stem = source)")
+    p.add_argument("--train-features", required=True, help="features of the training set (features/train.h5)")
+    p.add_argument("--out", required=True, help="output JSON file (distance/{set}.json)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_distance)
 
     p = sub.add_parser("score", help="rank candidate sources and their balanced mix by data-free scores (no training data)")
     p.add_argument("--labels", nargs="+", required=True, help="labels parquet files, in recipe order (stem = source)")
-    p.add_argument("--num-classes", type=int, required=True)
+    p.add_argument("--num-classes", type=int, required=True, help="the teacher's class count K")
     p.add_argument("--out", required=True, help="JSON: candidates best first, per-score rankings")
     p.add_argument("--features", nargs="+", help="features files, one per labels file in the same order")
     p.add_argument("--per-class", type=int, help="class cap of fill and of the mix (default: first file's rows // K)")
@@ -268,47 +323,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("quality", help="data-free scores of a transfer set, and distances to the training set")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--manifest", required=True)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p.add_argument("--manifest", required=True, help="transfer set (transfer/{set}.parquet)")
     p.add_argument("--labels", nargs="+", required=True, help="labels files of the set's sources (stem = source)")
     p.add_argument("--features", nargs="+", required=True, help="features files of the set's sources (stem = source)")
-    p.add_argument("--num-classes", type=int, required=True)
-    p.add_argument("--per-class", type=int, required=True)
+    p.add_argument("--num-classes", type=int, required=True, help="the teacher's class count K")
+    p.add_argument("--per-class", type=int, required=True, help="the set's per-class target (rows)")
     p.add_argument("--train-features", help="features/train.h5: adds the distances to the training set")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output JSON file: the set's scores and distances")
     p.set_defaults(func=cmd_quality)
 
     p = sub.add_parser("report", help="the summary table and class-count figures of a target")
-    p.add_argument("--target-dir", required=True)
-    p.add_argument("--params", required=True)
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-md", required=True)
+    p.add_argument("--target-dir", required=True, help="the target's results folder (results/{target})")
+    p.add_argument("--params", required=True, help="JSON: the report's config slice, as the workflow passes it")
+    p.add_argument("--out-csv", required=True, help="output summary table (CSV)")
+    p.add_argument("--out-md", required=True, help="output summary table (Markdown)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("table", help="one of the study's tables (config study.tables) from a target's results")
-    p.add_argument("--target-dir", required=True)
+    p.add_argument("--target-dir", required=True, help="the target's results folder (results/{target})")
     p.add_argument("--params", required=True, help="the table's config slice (JSON), as the workflow passes it")
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-md", required=True)
-    p.add_argument("--out-json", required=True)
+    p.add_argument("--out-csv", required=True, help="output table (CSV; accuracies in percent)")
+    p.add_argument("--out-md", required=True, help="output table with title and verdicts (Markdown)")
+    p.add_argument("--out-json", required=True, help="output rows, verdicts and provenance (JSON)")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("plot-counts", help="bar chart of a transfer set's class counts")
-    p.add_argument("--counts", required=True)
-    p.add_argument("--title", default="")
-    p.add_argument("--out", required=True)
+    p.add_argument("--counts", required=True, help="class counts CSV (transfer/{set}.counts.csv)")
+    p.add_argument("--title", default="", help="figure title (default: none)")
+    p.add_argument("--out", required=True, help="output PNG file")
     p.set_defaults(func=cmd_plot_counts)
 
+    p = sub.add_parser("plot-curves", help="test accuracy and loss per epoch of one or more runs (from log.csv)")
+    p.add_argument("--log-csv", nargs="+", required=True, help="log.csv files (students/{run}/log.csv, teacher/log.csv)")
+    p.add_argument("--labels", nargs="+", help="one legend label per log.csv (default: each file's folder name)")
+    p.add_argument("--title", default="", help="figure title (default: none)")
+    p.add_argument("--out", required=True, help="output PNG file")
+    p.set_defaults(func=cmd_plot_curves)
+
+    p = sub.add_parser("compare", help="config, provenance and metric differences of two artifacts, runs or results trees")
+    p.add_argument("a", help="an artifact file, a run folder (students/{run}) or a results tree")
+    p.add_argument("b", help="the same kind of path to compare with A")
+    p.add_argument("--all", action="store_true", help="also list what is equal (default: differences only)")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("audit", help="check a results tree against its recorded provenance (exit 1 unless all ok)")
-    p.add_argument("root", nargs="?", default="results", help="folder (or one artifact) to audit (default: results)")
+    p.add_argument("root", nargs="?", default=None,
+                   help="folder (or one artifact) to audit (default: results; with --lineage, the results "
+                        "folder that holds ARTIFACT)")
     p.add_argument("--json", action="store_true", help="a JSON list of {path, status, reasons, stage, inputs}")
     p.add_argument("--lineage", metavar="ARTIFACT", help="print ARTIFACT's chain of inputs back to the raw sources")
     p.add_argument("--all", action="store_true", help="also list files without provenance (CSV, logs, checkpoints)")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("show", help="summarize an artifact (.h5, .parquet, .json, .pt) and its provenance")
-    p.add_argument("artifact")
+    p.add_argument("artifact", help="an artifact file: data/features .h5, labels/transfer .parquet, .json, .pt")
+    p.add_argument("--command", action="store_true", dest="print_command",
+                   help="print only the `dfkd ...` command that made ARTIFACT, ready to paste")
     p.set_defaults(func=cmd_show)
+
+    for command in sub.choices.values():  # every stage records its command line; some pick a device
+        command.set_defaults(func=_recorded(command.get_default("func")))
     return parser
 
 
@@ -322,6 +397,7 @@ def _set_threads(threads: int | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in provenance as `dfkd ...`
     try:
         _set_threads(getattr(args, "threads", None))
         code = args.func(args)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from dfkd.artifacts import h5_dataset, open_h5, write_parquet
 from dfkd.errors import DfkdError
+from dfkd.progress import Progress
 from dfkd.provenance import make_provenance
 
 CHUNK = 1 << 16
@@ -43,7 +44,11 @@ def label_source(features_path: Path, out: Path) -> pd.DataFrame:
         n = logits.shape[0]
         if n == 0:
             raise DfkdError(f"{features_path}:/logits is empty; the source has no images.")
-        parts = [teacher_labels(logits[start : start + CHUNK]) for start in range(0, n, CHUNK)]
+        parts = []
+        with Progress(n, f"label {Path(features_path).stem}", "rows") as bar:
+            for start in range(0, n, CHUNK):
+                parts.append(teacher_labels(logits[start : start + CHUNK]))
+                bar.update(len(parts[-1]))
         truth = h5_dataset(handle, "labels", ndim=1)[()] if "labels" in handle else np.full(n, -1)
     frame = pd.concat(parts, ignore_index=True)
     if not np.isfinite(frame["confidence"]).all():
