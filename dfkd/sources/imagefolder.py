@@ -2,9 +2,21 @@
 
 Labels come from the first-level subfolders: the label of `root/<class>/**/<image>` is the
 index of `<class>` among the sorted class folders (so TinyImageNet's
-`train/<wnid>/images/*.JPEG` works as is). A flat folder has no labels. Images are decoded
-with PIL, converted to grey or RGB, centre-cropped to a square (or stretched: `fit`) and
-resized to the target's spec in batches of equal size.
+`train/<wnid>/images/*.JPEG` works as is). A flat folder has no labels.
+
+Images are decoded with PIL one at a time, and each is made small before the next is opened:
+16-bit images are rescaled to 8 bits by their bit depth; JPEGs decode at 1/2 to 1/8 scale
+(`Image.draft`) while both sides keep at least `_GAP` times the target's side; a large image is
+cut to its centre square (`fit: crop`) and resized to the spec there. Small images (under
+2 x `_GAP` x the target's side) are only cropped, and resized in batches of equal size by
+`convert.to_spec`, exactly as a whole batch would be. Peak memory is the output, plus one
+full-size source image and its crop, plus `_PENDING_BYTES`, whatever the photos' size or number.
+
+Folders are walked with symlinks followed, but never twice: a link to a folder already read (a
+loop such as `a/loop -> ..`, or a second route to one folder) is skipped, and a file reached by
+several paths is kept once, under its own path rather than a link's. Both are logged and
+counted in `SourceData.skipped` (the prepared file's `skipped` attribute), beside the
+unreadable files skipped with `on_error: skip`.
 
 When the source is a target's own dataset, the caller's split picks the subfolder
 `root/<splits[split]>` (default `root/train`, `root/test`); a transfer source reads `root`.
@@ -14,7 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +40,9 @@ from dfkd.sources.convert import to_spec
 
 log = logging.getLogger(__name__)
 
-_BATCH = 2048  # decoded images held before conversion to the spec
+_BATCH = 2048  # small decoded images held before conversion to the spec
+_PENDING_BYTES = 32 << 20  # ... and at most this many bytes of them
+_GAP = 3  # JPEGs decode at reduced scale only while they keep >= _GAP x the target's side
 
 PROPERTIES = {
     "root": {"type": "string", "description": "Folder of images (class subfolders give labels)."},
@@ -99,18 +116,110 @@ def _root(args: dict, split: str | None) -> Path:
     return root
 
 
-def list_images(root: Path, extensions: list[str]) -> list[Path]:
-    """Image files under `root`, recursively, sorted, hidden files and folders skipped."""
+@dataclass
+class Listing:
+    """Image files under a root, and what the walk left out."""
+
+    files: list[Path]
+    linked_dirs: list[tuple[Path, str]] = field(default_factory=list)  # (link, folder read before)
+    duplicates: list[tuple[Path, Path]] = field(default_factory=list)  # (path, the one kept)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.linked_dirs) + len(self.duplicates)
+
+    def describe(self) -> str:
+        parts = []
+        if self.linked_dirs:
+            link, real = self.linked_dirs[0]
+            parts.append(
+                f"{len(self.linked_dirs)} link(s) to folders already read (e.g. {link} -> {real})"
+            )
+        if self.duplicates:
+            path, kept = self.duplicates[0]
+            parts.append(
+                f"{len(self.duplicates)} file(s) reached by a second path (e.g. {path}, "
+                f"the same file as {kept})"
+            )
+        return " and ".join(parts)
+
+
+def scan_images(root: Path, extensions: list[str]) -> Listing:
+    """Image files under `root`, recursively, sorted, hidden files and folders skipped.
+
+    Symlinks are followed, but each real folder is read once and each real file listed once.
+    Plain folders are read before any linked one, so that a file keeps its own path (and its
+    own class folder) rather than the path of a link to it.
+    """
     if not root.is_dir():
         raise DfkdError(f"Image folder {root} does not exist (or is not a folder). Check `root`.")
     wanted = {e.lower() for e in extensions}
-    found = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in wanted:
-                found.append(Path(folder) / name)
-    return sorted(found)
+    seen = {os.path.realpath(root)}  # real paths of the folders read
+    links: list[Path] = []  # folder links found, read after the plain tree
+    found: list[tuple[bool, Path, str]] = []  # (reached through a link, path, real path)
+    listing = Listing([])
+
+    def read(top: Path, top_real: str, linked: bool) -> None:
+        stack = deque([(top, top_real)])
+        while stack:
+            folder, real = stack.popleft()
+            for entry in _entries(folder):
+                path, entry_real = folder / entry.name, os.path.join(real, entry.name)
+                if _is_dir(entry):
+                    if entry.is_symlink():
+                        links.append(path)
+                    elif entry_real in seen:  # a real subfolder of a linked folder read before
+                        listing.linked_dirs.append((path, entry_real))
+                    else:
+                        seen.add(entry_real)
+                        stack.append((path, entry_real))
+                elif os.path.splitext(entry.name)[1].lower() in wanted:
+                    if entry.is_symlink():
+                        found.append((True, path, os.path.realpath(path)))
+                    else:
+                        found.append((linked, path, entry_real))
+
+    read(root, os.path.realpath(root), linked=False)
+    while links:
+        links.sort()
+        link = links.pop(0)
+        real = os.path.realpath(link)
+        if real in seen:
+            listing.linked_dirs.append((link, real))
+        else:
+            seen.add(real)
+            read(link, real, linked=True)
+    kept: dict[str, Path] = {}
+    for _, path, real in sorted(found):  # own paths first, then in path order
+        if real in kept:
+            listing.duplicates.append((path, kept[real]))
+        else:
+            kept[real] = path
+    listing.files = sorted(kept.values())
+    return listing
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as entries:
+            return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as exc:
+        raise DfkdError(
+            f"Cannot read folder {folder} ({exc.strerror or exc}). Make it readable, or move it "
+            "out of `root`."
+        ) from exc
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows links; a broken or looping link is listed as a file
+    except OSError:
+        return False
+
+
+def list_images(root: Path, extensions: list[str]) -> list[Path]:
+    """The files of `scan_images` (each real file once)."""
+    return scan_images(root, extensions).files
 
 
 def folder_labels(
@@ -152,24 +261,94 @@ def listing_digest(root: Path, files: list[Path]) -> str:
 
 
 # ---------------------------------------------------------------------------- decoding
-def _decode(path: Path, channels: int) -> np.ndarray:
-    """(C, H, W) uint8 of one file; raises OSError/ValueError style errors when unreadable."""
+def _decode(path: Path, spec: TargetSpec, crop: bool) -> np.ndarray:
+    """(C, h, w) uint8 of one file, cropped (`crop`) and shrunk towards the spec (module doc).
+
+    Raises OSError/ValueError style errors when the file is unreadable.
+    """
     from PIL import Image
 
+    floor = _GAP * spec.image_size  # JPEG draft: DCT scaling keeps both sides >= floor
     with Image.open(path) as image:
+        full_size = image.size
+        drafted = image.draft(image.mode, (floor, floor))
+        scale = 1.0 if drafted is None else full_size[0] / drafted[1][2]  # 1, 2, 4 or 8
         image.load()
+        image = _to_8bit(image)
         if image.mode in ("RGBA", "LA", "PA") or (
             image.mode == "P" and "transparency" in image.info
         ):
             image = image.convert("RGBA")
             background = Image.new("RGBA", image.size, (0, 0, 0, 255))
             image = Image.alpha_composite(background, image)
-        if channels == 3 or image.mode not in ("L", "1", "I", "I;16", "F"):
-            image = image.convert("RGB")
-        else:
-            image = image.convert("L")
+        grey = spec.channels == 1 and image.mode in ("L", "1", "F")
+        if image.mode != ("L" if grey else "RGB"):  # convert copies even to the same mode
+            image = image.convert("L" if grey else "RGB")
+        image = _shrink(image, full_size, scale, spec.image_size, crop)
         array = np.asarray(image, np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _to_8bit(image):
+    """Integer grey images (modes I;16*, I) as mode L, scaled by their bit depth, not clipped.
+
+    16-bit values v become round(v * 255 / 65535) = round(v / 257). Mode I (32-bit ints) holds
+    8-bit values when none exceeds 255 and the file does not say 16 bits, 16-bit values up to
+    65535, else 32-bit ones.
+    """
+    from PIL import Image
+
+    if not (image.mode == "I" or image.mode.startswith("I;16")):
+        return image
+    values = np.asarray(image)  # (H, W) uint16 or int32
+    high = int(values.max()) if values.size else 0
+    tiff_bits = getattr(image, "tag_v2", {}).get(258, (None,))  # TIFF BitsPerSample
+    if image.mode.startswith("I;16") or (high <= 65535 and (high > 255 or 16 in tiff_bits)):
+        bits = 16
+    elif high > 65535:
+        bits = 32
+    else:
+        bits = 8
+    peak = (1 << bits) - 1
+    out = np.empty(values.shape, np.uint8)
+    step = max(1, (1 << 20) // max(1, values.shape[1]))  # rows per block: bounded temporaries
+    for start in range(0, len(values), step):
+        block = np.clip(values[start : start + step], 0, None).astype(np.uint64)
+        out[start : start + step] = (block * 255 + peak // 2) // peak  # round half up, exact
+    return Image.fromarray(out, "L")
+
+
+def _shrink(image, full_size: tuple[int, int], scale: float, size: int, crop: bool):
+    """The image cut to its centre square (`crop`), resized to `size` unless it is small.
+
+    An image whose (square) box keeps under 2 x `_GAP` x `size` pixels a side and that was not
+    drafted is only cropped, so that `to_spec` resizes it exactly as before this existed. A
+    larger one is resized here, by PIL's antialiased bilinear filter (the one torch's
+    `antialias=True` copies), from the box `convert.center_crop_square` cuts from the
+    full-size image: on a JPEG decoded at 1/`scale` that box falls between pixels, and PIL
+    takes it at sub-pixel precision.
+    """
+    from PIL import Image
+
+    width, height = full_size
+    box = (0, 0, width, height)
+    if crop:
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        box = (left, top, left + side, top + side)
+    small = max(box[2] - box[0], box[3] - box[1]) < 2 * _GAP * size
+    if scale == 1 and small:
+        return image.crop(box) if box != (0, 0, width, height) else image
+    # PIL's filter reads pixels beyond a `box`; torch's stops at the crop's edge: crop first
+    left, top, right, bottom = (v / scale for v in box)
+    outer = (
+        int(left),
+        int(top),
+        min(math.ceil(right), image.width),
+        min(math.ceil(bottom), image.height),
+    )
+    inner = (left - outer[0], top - outer[1], right - outer[0], bottom - outer[1])
+    return image.crop(outer).resize((size, size), Image.Resampling.BILINEAR, box=inner)
 
 
 def _decode_all(
@@ -181,23 +360,23 @@ def _decode_all(
     out = np.empty((want, spec.channels, spec.image_size, spec.image_size), np.uint8)
     taken: list[int] = []
     pending: dict[tuple, list[tuple[int, np.ndarray]]] = {}  # shape -> [(row, image)]
-    n_pending = skipped = 0
+    n_pending = pending_bytes = skipped = 0
 
     def flush() -> None:
-        nonlocal n_pending
+        nonlocal n_pending, pending_bytes
         for rows_images in pending.values():
             rows = [r for r, _ in rows_images]
-            batch = np.stack([im for _, im in rows_images])  # (n, C, H, W)
+            batch = np.stack([im for _, im in rows_images])  # (n, C, h, w)
             out[rows] = to_spec(batch, spec, crop=crop)
         pending.clear()
-        n_pending = 0
+        n_pending = pending_bytes = 0
 
     for index in order:
         if len(taken) == want:
             break
         path = files[index]
         try:
-            image = _decode(path, spec.channels)
+            image = _decode(path, spec, crop)
         except (
             OSError,
             ValueError,
@@ -216,7 +395,8 @@ def _decode_all(
         pending.setdefault(image.shape, []).append((len(taken), image))
         taken.append(int(index))
         n_pending += 1
-        if n_pending >= _BATCH:
+        pending_bytes += image.nbytes
+        if n_pending >= _BATCH or pending_bytes >= _PENDING_BYTES:
             flush()
     flush()
     return out[: len(taken)], np.asarray(taken, np.int64), skipped
@@ -230,7 +410,10 @@ def input_files(args: dict, split: str | None) -> list[Path]:
 
 def load(args: dict, spec: TargetSpec, split: str | None) -> SourceData:
     root = _root(args, split)
-    files = list_images(root, args["extensions"])
+    listing = scan_images(root, args["extensions"])
+    files = listing.files
+    if listing.skipped:
+        log.warning("%s: skipped %s", root, listing.describe())
     if not files:
         raise DfkdError(
             f"No images with extensions {args['extensions']} under {root}. Check `root` and `extensions`."
@@ -261,7 +444,7 @@ def load(args: dict, spec: TargetSpec, split: str | None) -> SourceData:
         images=np.ascontiguousarray(images),
         labels=None if labels is None else np.ascontiguousarray(labels[taken]),
         class_names=class_names,
-        skipped=skipped,
+        skipped=skipped + listing.skipped,
     )
 
 
