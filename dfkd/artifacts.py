@@ -253,29 +253,49 @@ def save_torch(path: str | Path, state: Mapping[str, Any]) -> None:
 
 
 def load_torch(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint or model file with `weights_only=True` (no pickled code runs)."""
+    """Load a checkpoint or model file with `weights_only=True` (no pickled code runs).
+
+    torch's own refusal is many lines and suggests `weights_only=False`, which would run
+    whatever code the file holds: the user sees what the file is and that dfkd refuses instead.
+    """
+    import pickle
+    import warnings
+
     import torch
 
     path = Path(path)
     _require_file(path, "Checkpoint")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DfkdError(
+            f"{path} is not a dfkd tensor file: it holds {_pickled_what(str(exc))}, and dfkd refuses to "
+            "unpickle code (dfkd files hold only tensors and plain values; it loads them with "
+            "weights_only=True). Do not load it unsafely; if dfkd made it, delete it and re-run its rule."
+        ) from None
     except Exception as exc:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if unsafe:  # torch's own message is many lines and suggests weights_only=False: say it plainly
-            raise DfkdError(
-                f"{path} holds a pickled Python object ({unsafe.group(1)}), which dfkd never loads "
-                "(weights_only=True: dfkd files hold only tensors and plain values). Do not load it "
-                "unsafely; delete it and re-run its rule."
-            ) from exc
         detail = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())  # one line for the CLI
+        detail = " ".join(s for s in re.split(r"(?<=\.) ", detail) if "weights_only" not in s)  # never that hint
         raise DfkdError(
             f"{path} cannot be loaded as a dfkd checkpoint ({type(exc).__name__}: {detail}). "
             "It may be truncated or not written by dfkd; delete it and re-run its rule."
-        ) from exc
+        ) from None
     if not isinstance(state, dict):
         raise DfkdError(f"{path} holds a {type(state).__name__}, not a dfkd checkpoint dict.")
     return state
+
+
+def _pickled_what(message: str) -> str:
+    """What torch's weights-only unpickler refused, in a few words."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return f"a pickled Python object ({found.group(1)})"
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", message)
+    if found:
+        return f"pickled Python code or objects ({found.group(1).strip().rstrip('.')})"
+    return "pickled Python code or objects"
 
 
 # ---------------------------------------------------------------------------- content digests

@@ -29,6 +29,7 @@ so the same labels and seed give the same manifest byte for byte.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -256,6 +257,40 @@ def assemble(
     return manifest, counts
 
 
+def shortfall_warning(manifest: pd.DataFrame, counts: pd.DataFrame, size: int | None) -> str | None:
+    """What the set lacks against what was asked (`size`, per-class targets), or None."""
+    parts = []
+    if size is not None and len(manifest) < size:
+        parts.append(f"{len(manifest)} rows, short of size={size}")
+    short = counts[counts["short"]]
+    if len(short):
+        listed = ", ".join(f"{c} ({a}/{t})" for c, a, t in short[["class", "after", "target"]].head(10).itertuples(index=False))
+        parts.append(f"{len(short)} class(es) short of their target (class (rows/target)): {listed}"
+                     + (" ..." if len(short) > 10 else ""))
+    if not parts:
+        return None
+    return ("; ".join(parts) + ". The sources hold too few rows the teacher assigns to these classes: add a "
+            "balancing source or a larger one, or lower size / per_class.")
+
+
+def _check_index_range(path: Path, frame: pd.DataFrame) -> None:
+    """Labels must index rows of their source's data file (found through their provenance)."""
+    from dfkd.artifacts import read_parquet_provenance
+    from dfkd.labels import recorded_data_rows
+
+    if len(frame) == 0:
+        return
+    features = (((read_parquet_provenance(path) or {}).get("inputs") or {}).get("features") or {}).get("path")
+    data = recorded_data_rows(Path(features)) if features and Path(features).is_file() else None
+    top = int(frame["index"].max())
+    if data is not None and top >= data[1]:
+        raise DfkdError(
+            f"labels {path} list row index {top}, but its data file {data[0]} has {data[1]} rows "
+            f"(0..{data[1] - 1}): the labels are stale or belong to another source. Re-run `dfkd features` "
+            f"and `dfkd label` on {data[0]}."
+        )
+
+
 def assemble_files(
     label_paths: Sequence[Path],
     num_classes: int,
@@ -267,14 +302,29 @@ def assemble_files(
 
     `options` are `assemble`'s keyword arguments; they go into the manifest's provenance.
     """
+    for name in ("per_class", "total", "size"):  # `assemble` allows 0 (an empty set); a stage never wants one
+        if options.get(name) == 0:
+            raise DfkdError(f"assemble: {name}=0 asks for an empty transfer set; give {name} >= 1 or leave it out.")
     named = files_by_source(label_paths)
     labels = [(stem, read_parquet(path, required_columns=LABEL_COLUMNS)) for stem, path in named.items()]
+    for (stem, frame), path in zip(labels, named.values()):
+        _check_index_range(path, frame)
     manifest, counts = assemble(labels, num_classes, **options)
+    if len(manifest) == 0:
+        rows = sum(len(frame) for _, frame in labels)
+        raise DfkdError(
+            f"assemble: the transfer set {out} would have 0 rows: its sources {list(named)} hold {rows} rows, none of "
+            f"them labelled by the teacher in the kept classes (see the counts). Add or change a source."
+        )
     config = {"num_classes": num_classes, "sources": list(named), **options}
     provenance = make_provenance(
         "assemble", config, inputs={f"labels/{stem}": path for stem, path in named.items()},
         seed=options.get("seed", 0),
     )
+    warning = shortfall_warning(manifest, counts, options.get("size"))
+    if warning is not None:  # said on stderr (the job's log) and kept in the manifest's provenance
+        print(f"assemble: warning: {Path(out).name}: {warning}", file=sys.stderr, flush=True)
+        provenance["warnings"] = [warning]
     write_parquet(out, manifest, provenance)
     if counts_out is not None:
         with atomic_path(counts_out) as tmp:

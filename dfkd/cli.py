@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -15,22 +17,81 @@ from dfkd.artifacts import files_by_source
 from dfkd.errors import DfkdError
 
 
+class MissingParam(DfkdError, KeyError):
+    """A key a stage reads is not in its --params (a DfkdError; still a KeyError for `except KeyError`)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class _Params(dict):
+    """A --params object (and each object inside it): a missing key names itself, no KeyError traceback."""
+
+    where = ""
+
+    def __missing__(self, key):
+        raise MissingParam(
+            f"--params lacks the key '{self.where}{key}'. Pass the stage's whole config slice, as the "
+            "workflow's rule builds it (`dfkd show --command ARTIFACT` prints the command that made an artifact)."
+        )
+
+
+def _mark_params(value: _Params, where: str = "") -> _Params:
+    value.where = where
+    for key, inner in value.items():
+        if isinstance(inner, _Params):
+            _mark_params(inner, f"{where}{key}.")
+    return value
+
+
 def _json_arg(text: str) -> dict:
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_hook=_Params)
     except json.JSONDecodeError as exc:
         raise DfkdError(f"--params is not valid JSON ({exc}): {text[:200]}") from exc
     if not isinstance(value, dict):
         raise DfkdError("--params must be a JSON object")
+    return _mark_params(value)
+
+
+def _whole_number(minimum: int, what: str):
+    """An argparse type: an integer >= minimum; anything else is a one-line usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ({what})") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum} ({what})")
+        return value
+
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
     return value
+
+
+THREADS = _whole_number(1, "torch CPU threads; omit it for torch's choice")
+BATCH = _whole_number(1, "images per batch")
+ROWS = _whole_number(1, "rows; a 0-row transfer set is never useful")
+SEED = _whole_number(0, "a seed")
 
 
 # ---------------------------------------------------------------------------- subcommands
 def cmd_validate(args) -> None:
     from dfkd.config import load_config
 
-    config = load_config(args.config)
-    print(f"{args.config}: valid ({len(config['targets'])} targets, {len(config['sources'])} sources, "
+    # several files merge as Snakemake merges `--configfile`; the built targets' data must be on disk
+    config = load_config(*args.config, check_data=True)
+    print(f"{' + '.join(args.config)}: valid ({len(config['targets'])} targets, {len(config['sources'])} sources, "
           f"{len(config['transfer_sets'])} transfer sets)")
 
 
@@ -44,11 +105,16 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_train_teacher(args) -> None:
-    from dfkd.teacher import train_teacher
+    from dfkd.teacher import DEFAULT_MIN_ACCURACY, train_teacher
 
+    params = _json_arg(args.params)
+    # the warning threshold is no training setting: --min-accuracy, else the block's, else the default
+    teacher = params.get("teacher")
+    in_block = teacher.pop("min_accuracy", None) if isinstance(teacher, dict) else None
+    threshold = next(v for v in (args.min_accuracy, in_block, DEFAULT_MIN_ACCURACY) if v is not None)
     # A checkpoint made with other settings belongs to an outdated job: start afresh.
-    train_teacher(Path(args.train), Path(args.test), _json_arg(args.params), Path(args.out_dir),
-                  fresh_on_mismatch=True)
+    train_teacher(Path(args.train), Path(args.test), params, Path(args.out_dir),
+                  fresh_on_mismatch=True, min_accuracy=threshold)
 
 
 def cmd_features(args) -> None:
@@ -218,8 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfkd", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("validate", help="check a config file against the schema")
-    p.add_argument("config", help="config YAML file (e.g. config.yaml)")
+    p = sub.add_parser("validate", help="check config files (schema, cross-field rules, data of the built targets)")
+    p.add_argument("config", nargs="+", help="config YAML files, later ones merged over earlier ones as Snakemake's "
+                                             "--configfile does (e.g. config.yaml presets/full.yaml)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("prepare", help="convert a source to the target's spec: data/{source}.h5")
@@ -230,26 +297,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train-teacher", help="train the teacher: teacher/model.pt, metrics.json, log.csv")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice, usually all cores)")
     p.add_argument("--train", required=True, help="training data (HDF5 from `prepare`, with labels)")
     p.add_argument("--test", required=True, help="test data (HDF5 from `prepare`, with labels)")
     p.add_argument("--params", required=True, help="JSON: the target's model I/O and teacher block")
     p.add_argument("--out-dir", required=True, help="folder for model.pt, metrics.json, log.csv, checkpoint.pt")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--min-accuracy", type=_fraction, help="warn (stderr, metrics.json) below this test accuracy, "
+                                                           "0..1 (default: the params' teacher.min_accuracy, else 0.5)")
     p.set_defaults(func=cmd_train_teacher)
 
     p = sub.add_parser("features", help="teacher features and logits of a data file")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice, usually all cores)")
     p.add_argument("--model", required=True, help="teacher model file (teacher/model.pt)")
     p.add_argument("--data", required=True, help="data file of one source (data/{source}.h5)")
     p.add_argument("--out", required=True, help="output HDF5 file (features/{source}.h5)")
-    p.add_argument("--batch-size", type=int, default=2048,
+    p.add_argument("--batch-size", type=BATCH, default=2048,
                    help="images per forward pass; bounds memory, not the result (default: 2048)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("fill", help="draw from a generator until every teacher class is full: data/{source}.h5")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--teacher", required=True, help="teacher model file (teacher/model.pt) that labels the draws")
     p.add_argument("--params", required=True, help="JSON: {source, fill: {...}, per_class, num_classes, channels, image_size}")
     p.add_argument("--out", required=True, help="data/{source}.h5 (its checkpoint: data/{source}.partial.h5)")
@@ -264,24 +333,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("assemble", help="build a (class-balanced) transfer set from labels files, in order")
     p.add_argument("--labels", nargs="+", required=True, help="labels parquet files; the first is the base")
-    p.add_argument("--num-classes", type=int, required=True, help="the teacher's class count K")
+    p.add_argument("--num-classes", type=_whole_number(1, "the teacher's classes"), required=True, help="the teacher's class count K")
     p.add_argument("--out", required=True, help="output manifest (transfer/{set}.parquet)")
     p.add_argument("--counts", help="output per-class counts CSV (default: not written)")
     p.add_argument("--unbalanced", action="store_true", help="the base source alone, up to --total rows (default: balanced)")
-    p.add_argument("--per-class", type=int, help="rows per class, at most (default: total // classes)")
-    p.add_argument("--total", type=int, help="rows in the set, at most (default: the base's row count)")
+    p.add_argument("--per-class", type=ROWS, help="rows per class, at most (default: total // classes)")
+    p.add_argument("--total", type=ROWS, help="rows in the set, at most (default: the base's row count)")
     p.add_argument("--total-like", help="a labels file whose row count is the default --total (the training set)")
-    p.add_argument("--classes", type=int, help="keep classes 0..k-1 only (default: all K)")
-    p.add_argument("--size", type=int, help="a fixed total, size // k rows per kept class; replaces --total and "
+    p.add_argument("--classes", type=_whole_number(1, "classes kept"), help="keep classes 0..k-1 only (default: all K)")
+    p.add_argument("--size", type=ROWS, help="a fixed total, size // k rows per kept class; replaces --total and "
                                             "--per-class (default: none)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random picks within a source (default: 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the random picks within a source (default: 0)")
     p.add_argument("--prefer", default="random", choices=("random", "confident", "margin_low", "margin_high"),
                    help="which rows of a class a source gives first: random, most confident, smallest or largest "
                         "teacher margin (top-1 minus top-2 probability; ties at random) (default: random)")
     p.set_defaults(func=cmd_assemble)
 
     p = sub.add_parser("distill", help="distil a student on a transfer set")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice, usually all cores)")
     p.add_argument("--teacher", required=True, help="teacher model file (teacher/model.pt)")
     p.add_argument("--manifest", required=True, help="transfer set (transfer/{set}.parquet)")
     p.add_argument("--data", nargs="+", required=True, help="data files of the set's sources (stem = source)")
@@ -294,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("hausdorff", help="exact Hausdorff distance between two feature files")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice, usually all cores)")
     p.add_argument("a", help="features file A (HDF5 with a `features` dataset)")
     p.add_argument("b", help="features file B")
     p.add_argument("--out", required=True, help="output JSON file")
@@ -304,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hausdorff)
 
     p = sub.add_parser("distance", help="Hausdorff distance of a transfer set (any sources) to the training set")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice, usually all cores)")
     p.add_argument("--manifest", required=True, help="transfer set (transfer/{set}.parquet)")
     p.add_argument("--features", nargs="+", required=True, help="features files of the set's sources (stem = source)")
     p.add_argument("--train-features", required=True, help="features of the training set (features/train.h5)")
@@ -323,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("quality", help="data-free scores of a transfer set, and distances to the training set")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--manifest", required=True, help="transfer set (transfer/{set}.parquet)")
     p.add_argument("--labels", nargs="+", required=True, help="labels files of the set's sources (stem = source)")
     p.add_argument("--features", nargs="+", required=True, help="features files of the set's sources (stem = source)")
@@ -395,16 +464,43 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def _interrupt(signum, frame) -> None:
+    """Ctrl-C: inside training (which traps SIGTERM to save a checkpoint), do what SIGTERM does;
+    elsewhere stop as KeyboardInterrupt (main prints one line)."""
+    on_sigterm = signal.getsignal(signal.SIGTERM)
+    if callable(on_sigterm):
+        on_sigterm(signal.SIGTERM, frame)
+    else:
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in provenance as `dfkd ...`
+    previous = signal.signal(signal.SIGINT, _interrupt) if _main_thread() else None
     try:
         _set_threads(getattr(args, "threads", None))
         code = args.func(args)
     except DfkdError as exc:
         print(f"dfkd {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"dfkd {args.command}: interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
+    except BrokenPipeError:  # `dfkd audit ... | head` closed our stdout: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush does not fail again
+        return 141  # 128 + SIGPIPE, as a shell reports it
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return code or 0  # `audit` returns 1 when it finds problems
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import jsonschema
-import yaml
 
 from dfkd.errors import DfkdError
+from dfkd.yaml_io import load_yaml, merge_config
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 TARGET_SPLITS = ("train", "test")
@@ -28,7 +28,7 @@ TARGET_SPLITS = ("train", "test")
 @functools.lru_cache(maxsize=1)
 def load_schema() -> dict:
     """The config schema (read once; callers must not modify it)."""
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return load_yaml(SCHEMA_PATH)
 
 
 def definition_schema(name: str) -> dict:
@@ -62,14 +62,22 @@ def schema_errors(instance: Any, schema: Mapping, where: str = "") -> list[str]:
     return messages
 
 
-def validate_config(config: Mapping[str, Any], source_file: str = "config") -> dict:
-    """Return a validated copy of `config` with defaults filled; raise DfkdError listing every problem."""
+def validate_config(config: Mapping[str, Any], source_file: str = "config", *, check_data: bool = False) -> dict:
+    """Return a validated copy of `config` with defaults filled; raise DfkdError listing every problem.
+
+    `check_data` also looks on disk for the data of the targets the workflow builds
+    (`dfkd.config_checks.data_errors`; `dfkd validate` and the Snakefile turn it on).
+    """
     if not isinstance(config, Mapping):
         raise DfkdError(f"{source_file}: the config must be a mapping of keys, not {type(config).__name__}.")
     config = copy.deepcopy(dict(config))
     problems = schema_errors(config, load_schema())
     if not problems:
         problems = _semantic_errors(config)
+    if not problems and check_data:
+        from dfkd.config_checks import data_errors
+
+        problems = data_errors(config)
     if problems:
         listing = "\n  - ".join(problems)
         raise DfkdError(f"{source_file} is invalid:\n  - {listing}\nFix these keys (see dfkd/schemas/config.schema.yaml for every key and its meaning).")
@@ -77,6 +85,7 @@ def validate_config(config: Mapping[str, Any], source_file: str = "config") -> d
 
 
 def _semantic_errors(config: dict) -> list[str]:
+    from dfkd.config_checks import cross_field_errors
     from dfkd.sources import source_arg_schema
 
     problems = []
@@ -111,6 +120,8 @@ def _semantic_errors(config: dict) -> list[str]:
         for key in ("mean", "std"):
             if len(target[key]) not in (1, target["channels"]):
                 problems.append(f"targets.{name}.{key}: needs 1 or {target['channels']} values, got {target[key]}")
+    if not problems:  # cross-field checks read the sources' own arguments: only once those are valid
+        problems.extend(cross_field_errors(config))
     return problems
 
 
@@ -132,15 +143,19 @@ def _study_errors(config: dict) -> list[str]:
     return problems
 
 
-def load_config(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise DfkdError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise DfkdError(f"{path} is not valid YAML: {exc}") from exc
-    return validate_config(raw or {}, str(path))
+def load_config(*paths: str | Path, check_data: bool = False) -> dict:
+    """Read, merge (later files update earlier ones, as Snakemake merges `--configfile`) and validate."""
+    if not paths:
+        raise DfkdError("load_config: give at least one config file")
+    merged: dict = {}
+    for path in paths:
+        raw = load_yaml(path)
+        if raw is None:
+            continue
+        if not isinstance(raw, Mapping):
+            raise DfkdError(f"{path}: the config must be a mapping of keys, not {type(raw).__name__}.")
+        merge_config(merged, raw)
+    return validate_config(merged, " + ".join(map(str, paths)), check_data=check_data)
 
 
 # ---------------------------------------------------------------------------- stage slices
@@ -170,7 +185,9 @@ def prepare_slice(config: Mapping, target_name: str, source: str) -> dict:
 
 def teacher_slice(config: Mapping, target_name: str) -> dict:
     target = config["targets"][target_name]
-    return {**model_io_slice(target), "teacher": target["teacher"]}
+    # min_accuracy only sets when the teacher's results warn: changing it must not retrain
+    teacher = {key: value for key, value in target["teacher"].items() if key != "min_accuracy"}
+    return {**model_io_slice(target), "teacher": teacher}
 
 
 DEFAULT_VARIANT = "default"

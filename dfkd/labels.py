@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dfkd.artifacts import h5_dataset, open_h5, write_parquet
+from dfkd.artifacts import h5_dataset, open_h5, read_h5_provenance, write_parquet
 from dfkd.errors import DfkdError
 from dfkd.progress import Progress
 from dfkd.provenance import make_provenance
@@ -38,12 +38,28 @@ def teacher_labels(logits: np.ndarray) -> pd.DataFrame:
     )
 
 
+def recorded_data_rows(features_path: Path) -> tuple[Path, int] | None:
+    """(data file named by the features file's provenance, its image count); None where unknown."""
+    record = ((read_h5_provenance(features_path) or {}).get("inputs") or {}).get("data") or {}
+    data = Path(record["path"]) if record.get("path") else None
+    if data is None or not data.is_file():
+        return None  # written elsewhere (paths are relative to the workflow's folder), or deleted
+    with open_h5(data) as handle:
+        return (data, int(handle["images"].shape[0])) if "images" in handle else None
+
+
 def label_source(features_path: Path, out: Path) -> pd.DataFrame:
     with open_h5(features_path) as handle:
         logits = h5_dataset(handle, "logits", ndim=2, dtypes=("f4", "f8"))
         n = logits.shape[0]
         if n == 0:
             raise DfkdError(f"{features_path}:/logits is empty; the source has no images.")
+        data = recorded_data_rows(features_path)
+        if data is not None and data[1] != n:  # labels index the data file's rows: they must be its rows
+            raise DfkdError(
+                f"{features_path} has {n} rows but its data file {data[0]} has {data[1]}: the features are "
+                f"stale. Re-run `dfkd features` on {data[0]}, then label again."
+            )
         parts = []
         with Progress(n, f"label {Path(features_path).stem}", "rows") as bar:
             for start in range(0, n, CHUNK):

@@ -6,6 +6,7 @@ teacher/checkpoint.pt (see dfkd.training.fit).
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -19,6 +20,26 @@ from dfkd.training import (
     target_spec, training_config, write_log_csv,
 )
 
+DEFAULT_MIN_ACCURACY = 0.5  # the schema's default of targets.X.teacher.min_accuracy
+
+
+def teacher_warning(metrics: Mapping[str, Any], min_accuracy: float = DEFAULT_MIN_ACCURACY) -> str | None:
+    """A one-line warning when the teacher's test accuracy is below `min_accuracy`, else None.
+
+    A teacher near chance (1/K) labels every transfer set at random, so every student and
+    every table built on it is meaningless, though the workflow runs to the end.
+    """
+    accuracy = float(metrics["test_accuracy"])
+    if accuracy >= min_accuracy:
+        return None
+    classes = len(metrics.get("per_class_accuracy") or []) or None
+    chance = f" (chance: {100 / classes:.1f}% for {classes} classes)" if classes else ""
+    return (
+        f"teacher test accuracy {100 * accuracy:.1f}% is below min_accuracy {100 * min_accuracy:.0f}%{chance}: "
+        "its labels, students and tables mean little. Train it longer (teacher.epochs) or check its data "
+        "and learning rate; set teacher.min_accuracy to change this threshold."
+    )
+
 
 def train_teacher(
     train_h5: Path,
@@ -28,11 +49,14 @@ def train_teacher(
     *,
     on_step: Callable[[int, int], None] | None = None,
     fresh_on_mismatch: bool = False,
+    min_accuracy: float = DEFAULT_MIN_ACCURACY,
 ) -> dict[str, Any]:
     """Train the target's teacher; write model.pt, metrics.json, log.csv in `out_dir`; return the metrics.
 
     Resumes from out_dir/checkpoint.pt. `on_step(epoch, step)` runs after every step;
     `fresh_on_mismatch` overwrites a checkpoint of other settings instead of refusing it.
+    Below `min_accuracy` the teacher is kept, but warned about on stderr and in metrics.json
+    (`warning`); the threshold is not part of its settings.
     """
     # 1. config, provenance, data on the device
     out_dir = Path(out_dir)
@@ -76,5 +100,9 @@ def train_teacher(
         "images_per_second": result.images_per_second,
         "device": describe_device(device),
     }
+    warning = teacher_warning(metrics, min_accuracy)
+    if warning is not None:
+        metrics["warning"] = warning
+        print(f"\n{'!' * 80}\nWARNING: {warning}\n{'!' * 80}", file=sys.stderr, flush=True)
     write_json(out_dir / "metrics.json", metrics, provenance)
     return metrics

@@ -8,10 +8,15 @@ from snakemake.utils import validate
 import dfkd.config as dfkd_config
 from dfkd.errors import DfkdError
 from dfkd.study import TABLE_NAMES, TABLES_WITH_DISTANCES, TABLES_WITH_STUDENTS
+from dfkd.yaml_io import load_yaml
 
-validate(config, schema=str(dfkd_config.SCHEMA_PATH))
 try:
-    config.update(dfkd_config.validate_config(config, "config"))
+    # Snakemake read the config files with PyYAML, which keeps the last of two equal keys
+    for configfile in workflow.configfiles:
+        load_yaml(configfile)  # refuses duplicate keys, naming both lines
+    validate(config, schema=str(dfkd_config.SCHEMA_PATH))
+    # check_data: the built targets' datasets must be on disk (`-n` fails, not a job later)
+    config.update(dfkd_config.validate_config(config, "config", check_data=True))
 except DfkdError as error:
     sys.exit(f"dfkd: {error}")
 

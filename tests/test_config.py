@@ -159,3 +159,45 @@ def test_seeds_preset_changes_only_the_seed():
     for k in (1, 2):
         seeded = dc.student_slice(valid, "fmnist", f"seed{k}")["student"]
         assert seeded == {**default, "seed": k}
+
+
+# ---------------------------------------------------------------------------- cross-field rules (issue 18)
+def fmnist_set(**recipe):
+    """A mutation adding transfer set `x` (built by every target) with `recipe`."""
+    return lambda c: c["transfer_sets"].update(x={"sources": ["noise"], **recipe})
+
+
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (fmnist_set(classes=20), "transfer_sets.x.classes: 20 exceeds targets.fmnist.num_classes=10"),
+        (fmnist_set(classes=4, size=3), "transfer_sets.x.size: 3 rows cannot give each of the 4 kept classes"),
+        (fmnist_set(size=100, per_class=5), "transfer_sets.x: size fixes the set's total and replaces per_class"),
+        (fmnist_set(balanced=False, per_class=5), "transfer_sets.x.per_class: has no effect on an unbalanced set"),
+        (lambda c: c["transfer_sets"].update(x={"sources": ["noise", "shapes"], "balanced": False}),
+         "an unbalanced set draws on its first source alone, so ['shapes'] would never be used"),
+        (fmnist_set(per_class=100, total=500), "per_class=100 x 10 classes exceeds total=500"),
+        (lambda c: c["targets"]["fmnist"]["dataset"].update(name="CIFAR100"),
+         "targets.fmnist.num_classes: 10, but its dataset (CIFAR100) has 100 classes"),
+        (lambda c: c["targets"]["fmnist"].update(dataset={"kind": "noise"}), "targets.fmnist.dataset: kind 'noise' gives no labels"),
+        (lambda c: c["targets"]["fmnist"]["teacher"].update(augment={"scale": [1.2, 0.8]}),
+         "targets.fmnist.teacher.augment.scale: [1.2, 0.8] needs [min, max] with min <= max"),
+        (lambda c: c.update(variants={"zoom": {"augment": {"scale": [2, 1]}}}), "variants.zoom.augment.scale"),
+        (lambda c: c["targets"]["fmnist"]["student"].update(min_accuracy=0.5), "targets.fmnist.student.min_accuracy: applies to teachers only"),
+        (lambda c: c["targets"]["fmnist"]["teacher"].update(min_accuracy=1.5), "targets.fmnist.teacher.min_accuracy"),
+    ],
+)
+def test_cross_field_mistakes_are_named_at_validation(mutate, fragment):
+    assert_named(tiny_config(), mutate, fragment)
+
+
+def test_a_set_only_other_targets_build_is_checked_against_them_only():
+    config = tiny_config()
+    config["targets"]["fmnist"]["num_classes"] = 4  # dataset has 10: refused on its own ...
+    config["targets"]["fmnist"]["dataset"] = {"kind": "imagefolder", "root": "photos"}  # ... unless not known
+    config["transfer_sets"]["x"] = {"sources": ["noise"], "classes": 8}
+    config["targets"]["fmnist"]["sets"] = ["real", "noise"]  # fmnist (4 classes) does not build x
+    dc.validate_config(config)
+    config["targets"]["fmnist"]["sets"].append("x")
+    with pytest.raises(DfkdError, match="transfer_sets.x.classes: 8 exceeds targets.fmnist.num_classes=4"):
+        dc.validate_config(config)
