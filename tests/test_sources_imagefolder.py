@@ -281,3 +281,14 @@ def test_16_bit_values_round_to_nearest_and_8_bit_mode_i_stays(tmp_path):
     data = load_source({"kind": "imagefolder", "root": str(tmp_path)}, GREY16)
     assert data.images[0].min() == data.images[0].max() == 4
     assert data.images[1].min() == data.images[1].max() == 200
+
+
+def test_class_folders_that_are_links_still_read(tmp_path):
+    """A common layout: class folders linked from a shared store. Nothing is skipped."""
+    for name, value in (("cat", 10), ("dog", 200)):
+        save(tmp_path / "store" / name / "x.png", value, mode="L")
+        (tmp_path / "root").mkdir(exist_ok=True)
+        (tmp_path / "root" / name).symlink_to(tmp_path / "store" / name)
+    data = load_source({"kind": "imagefolder", "root": str(tmp_path / "root")}, GREY16)
+    assert data.class_names == ["cat", "dog"] and data.labels.tolist() == [0, 1]
+    assert data.images[:, 0, 0, 0].tolist() == [10, 200] and data.skipped == 0
