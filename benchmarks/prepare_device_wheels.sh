@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 PYVER=${PYVER:-3.12}
 DATA=${DATA:-/usr/share/datasets/fashion-mnist}
 PY=${PY:-.venv/bin/python}
-DEST=.whl
+DEST=${DEST:-.whl}
 MAX_WHEELS_MIB=40   # the device tool carries 64 MiB in all: wheels + data (~30 MiB) + the tree
 MAX_TOTAL_MIB=60
 
