@@ -165,7 +165,8 @@ def default_vary(generator: Mapping, spec: TargetSpec) -> dict[str, list[float]]
     if kind == "patches":
         return {"scale": [0.02, 0.6], "invert": [0.0, 1.0]}
     if kind == "shapes":
-        return {"max_shapes": [max(1, generator["min_shapes"]), 8]}
+        low = max(1, generator["min_shapes"])
+        return {"max_shapes": [low, max(low, 8)]}
     if kind == "strokes":
         return {"max_strokes": [1, 8]}
     return {}

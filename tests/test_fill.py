@@ -236,3 +236,85 @@ def test_the_cli_runs_the_stage(teacher, tmp_path):
                  "--threads", "1"])
     assert code == 0 and read_json(tmp_path / "noise_fill.fill.json")["drawn"] == 1024
     assert main(["fill", "--teacher", str(teacher), "--params", "{}", "--out", "x.h5", "--report", "x.json"]) == 2
+
+
+@pytest.mark.slow
+def test_a_killed_process_resumes_to_the_same_bytes(teacher, tmp_path):
+    """SIGKILL mid-run (no clean-up at all), then re-run: the same bytes as one whole run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    params = slice_for(budget={"images": 30000}, per_class=2000)
+
+    def command(folder: Path) -> list[str]:
+        return [sys.executable, "-m", "dfkd.cli", "fill", "--teacher", str(teacher), "--params",
+                json.dumps(params), "--out", str(folder / "noise_fill.h5"), "--report",
+                str(folder / "noise_fill.fill.json"), "--threads", "1", "--checkpoint-seconds", "0"]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "noise_fill.h5"  # one path for both runs: provenance records the command line
+    subprocess.run(command(tmp_path), check=True, env=env, capture_output=True, timeout=300)
+    whole = out.read_bytes()
+    out.unlink()
+    process = subprocess.Popen(command(tmp_path), env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not partial_path(out).exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not out.exists() and partial_path(out).exists(), "the kill came too late or too early"
+    subprocess.run(command(tmp_path), check=True, env=env, capture_output=True, timeout=300)
+    assert out.read_bytes() == whole
+
+
+def counts_file(set_name: str) -> str:
+    """results/{target}/ path of seed 0's class counts of a set (dfkd.layout where it exists)."""
+    try:
+        from dfkd.layout import counts
+    except ImportError:
+        return f"transfer/{set_name}.counts.csv"
+    return counts(set_name, 0)
+
+
+@pytest.mark.slow
+def test_a_config_with_a_fill_source_assembles_a_balanced_set_through_it(tmp_path):
+    import pandas as pd
+    import yaml
+
+    from conftest import requires_fmnist, snakemake, write_workdir
+
+    if requires_fmnist.args[0]:
+        pytest.skip(requires_fmnist.kwargs["reason"])
+    config = tiny_config()
+    config["run_targets"] = ["fmnist"]
+    del config["targets"]["fmnist_b"]
+    config["sources"]["noise_fill"] = {
+        "kind": "fill", "generator": {"kind": "noise", "distribution": "gaussian", "mean": 0.3, "std": 0.3},
+        "budget": {"images": 60000}, "batch": 4096, "seed": 2,
+    }
+    config["transfer_sets"] = {"noise_bal": {"sources": ["noise", "noise_fill"]}}
+    workdir = write_workdir(tmp_path, config)
+    lint = snakemake(workdir, "--lint")
+    assert "Congratulations" in lint.stdout + lint.stderr, lint.stdout[-3000:]
+    target = f"results/fmnist/{counts_file('noise_bal')}"
+    plan = snakemake(workdir, "-n", target).stdout
+    assert "fill" in plan and "prepare" in plan  # fill makes noise_fill, prepare the rest
+    snakemake(workdir, target)
+    data = workdir / "results/fmnist/data"
+    report = read_json(data / "noise_fill.fill.json")
+    assert report["provenance"]["inputs"]["teacher"]["path"].endswith("teacher/model.pt")
+    assert (workdir / "results/fmnist/labels/noise_fill.parquet").exists()
+    counts = pd.read_csv(workdir / target).set_index("class")
+    short = set(report["short_classes"])
+    for c, after in counts["after"].items():  # every class the fill could reach is full
+        assert after == 60 or c in short, (c, after, report["classes"][c])
+    assert report["stopped"] == ("full" if not short else "images")
+    # nothing to do the second time; the fill re-runs when its block changes
+    assert "Nothing to be done" in snakemake(workdir, "-n", target).stdout + snakemake(workdir, "-n", target).stderr
+    config["sources"]["noise_fill"]["seed"] = 3
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    plan = snakemake(workdir, "-n", target).stdout
+    assert "fill" in plan and "train_teacher" not in plan and "prepare" not in plan
