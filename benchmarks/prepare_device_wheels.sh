@@ -44,6 +44,9 @@ typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wra
 # pulp (16 MiB) serves only Snakemake's ILP scheduler; device_check runs `--scheduler greedy`, and
 # Snakemake imports pulp lazily (ImportError is handled).
 SKIP="pulp"
+# Carried although the image has them: pure Python, small, and carried packages ask for versions the
+# image's may not meet (pydantic: typing-extensions>=4.16.0; snakemake: packaging<26). They load first.
+CARRY_ANYWAY="typing-extensions packaging"
 
 [ -x "$PY" ] || { echo "prepare_device_wheels: $PY not found; run scripts/setup.sh first" >&2; exit 1; }
 for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz; do
@@ -51,13 +54,14 @@ for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-
 done
 
 # 1. name==version of every missing dependency (markers evaluated for Linux x86_64, Python $PYVER)
-wanted=$(PRESENT="$PRESENT" SKIP="$SKIP" PYVER="$PYVER" "$PY" - <<'EOF'
+wanted=$(PRESENT="$PRESENT" SKIP="$SKIP" CARRY_ANYWAY="$CARRY_ANYWAY" PYVER="$PYVER" "$PY" - <<'EOF'
 import os, re
 from importlib import metadata
 from packaging.requirements import Requirement
 
 norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
 present = {norm(n) for n in os.environ["PRESENT"].split()} | {norm(n) for n in os.environ["SKIP"].split()}
+present -= {norm(n) for n in os.environ["CARRY_ANYWAY"].split()}
 env = {"python_version": os.environ["PYVER"], "python_full_version": os.environ["PYVER"] + ".0",
        "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
        "os_name": "posix", "implementation_name": "cpython", "platform_python_implementation": "CPython",
