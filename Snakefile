@@ -20,6 +20,7 @@ include: "rules/labels.smk"
 include: "rules/assemble.smk"
 include: "rules/distill.smk"
 include: "rules/distance.smk"
+include: "rules/quality.smk"
 include: "rules/report.smk"
 include: "rules/study.smk"
 

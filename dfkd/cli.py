@@ -203,6 +203,14 @@ def cmd_quality(args) -> None:
     print(", ".join(f"{name} {value:.4g}" for name, value in {**payload["scores"], **payload.get("distances", {})}.items()))
 
 
+def cmd_quality_table(args) -> None:
+    from dfkd.study.quality_table import write_quality_table
+
+    write_quality_table(Path(args.target_dir), _json_arg(args.params), Path(args.out_csv), Path(args.out_md),
+                        Path(args.out_json), Path(args.out_tex), Path(args.figures_dir))
+    print(Path(args.out_md).read_text().split("Verdicts:", 1)[-1].strip())
+
+
 def cmd_report(args) -> None:
     from dfkd.report import build_summary
 
@@ -212,8 +220,15 @@ def cmd_report(args) -> None:
 def cmd_table(args) -> None:
     from dfkd.study.tables import write_table
 
-    table = write_table(Path(args.target_dir), _json_arg(args.params), Path(args.out_csv), Path(args.out_md), Path(args.out_json))
+    table = write_table(Path(args.target_dir), _json_arg(args.params), Path(args.out_csv), Path(args.out_md), Path(args.out_json),
+                        Path(args.out_tex) if args.out_tex else None)
     print("\n".join(table.verdicts))
+
+
+def cmd_plot_table(args) -> None:
+    from dfkd.study.figures import plot_table
+
+    plot_table(Path(args.table_json), Path(args.out))
 
 
 def cmd_plot_counts(args) -> None:
@@ -402,6 +417,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output JSON file: the set's scores and distances")
     p.set_defaults(func=cmd_quality)
 
+    p = sub.add_parser("quality-table", help="rank correlations of every transfer-set score with mean student accuracy")
+    p.add_argument("--target-dir", required=True, help="the target's results folder (results/{target})")
+    p.add_argument("--params", required=True, help="JSON: {target, seeds, runs: [{set, variant}]}, as the workflow passes it")
+    p.add_argument("--out-csv", required=True, help="output rows: one per run, scores, distances, accuracy over seeds (CSV)")
+    p.add_argument("--out-md", required=True, help="output correlations and verdicts (Markdown)")
+    p.add_argument("--out-json", required=True, help="output rows, correlations, verdicts and provenance (JSON)")
+    p.add_argument("--out-tex", required=True, help="output correlations (LaTeX, booktabs)")
+    p.add_argument("--figures-dir", required=True, help="folder for one scatter figure per metric (quality_{metric}.png)")
+    p.set_defaults(func=cmd_quality_table)
+
     p = sub.add_parser("report", help="the summary table and class-count figures of a target")
     p.add_argument("--target-dir", required=True, help="the target's results folder (results/{target})")
     p.add_argument("--params", required=True, help="JSON: the report's config slice, as the workflow passes it")
@@ -415,7 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", required=True, help="output table (CSV; accuracies in percent)")
     p.add_argument("--out-md", required=True, help="output table with title and verdicts (Markdown)")
     p.add_argument("--out-json", required=True, help="output rows, verdicts and provenance (JSON)")
+    p.add_argument("--out-tex", help="output table as LaTeX (booktabs; mean ± sd cells); default: none")
     p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("plot-table", help="error-bar figure of a study table (main, table1, table2, table5) from its JSON")
+    p.add_argument("--table-json", required=True, help="the table's JSON (results/{target}/tables/{table}.json)")
+    p.add_argument("--out", required=True, help="output figure (PNG)")
+    p.set_defaults(func=cmd_plot_table)
 
     p = sub.add_parser("plot-counts", help="bar chart of a transfer set's class counts")
     p.add_argument("--counts", required=True, help="class counts CSV (transfer/{set}.counts.csv)")

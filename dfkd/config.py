@@ -220,9 +220,18 @@ def merge_variant(student: Mapping, overrides: Mapping, where: str = "") -> tupl
     return merged, schema_errors(merged, definition_schema("training"), where)
 
 
-def student_slice(config: Mapping, target_name: str, variant: str = DEFAULT_VARIANT) -> dict:
+def student_slice(config: Mapping, target_name: str, variant: str = DEFAULT_VARIANT, seed: int = 0) -> dict:
+    """What a run's student reads. Replicate seed k adds k to the student's configured `seed`
+    (initialisation, shuffling, augmentation draws); seed 0 is the student as configured."""
     target = config["targets"][target_name]
-    return {**model_io_slice(target), "student": variant_student(config, target_name, variant)}
+    student = variant_student(config, target_name, variant)
+    student["seed"] = int(student.get("seed", 0)) + int(seed)
+    return {**model_io_slice(target), "student": student}
+
+
+def replicate_seeds(config: Mapping) -> list[int]:
+    """The replicate seeds of every run and transfer set (config `seeds`)."""
+    return [int(s) for s in config.get("seeds", [0])]
 
 
 def target_sets(config: Mapping, target_name: str) -> list[str]:
@@ -231,7 +240,9 @@ def target_sets(config: Mapping, target_name: str) -> list[str]:
     return [name for name in config["transfer_sets"] if chosen is None or name in chosen]
 
 
-def assemble_slice(config: Mapping, target_name: str, set_name: str) -> dict:
+def assemble_slice(config: Mapping, target_name: str, set_name: str, seed: int = 0) -> dict:
+    """What assembling a set reads. Replicate seed k adds k to the recipe's `seed` (its random
+    picks within each source); seed 0 is the recipe as configured."""
     target = config["targets"][target_name]
     recipe = config["transfer_sets"][set_name]
     return {
@@ -242,7 +253,9 @@ def assemble_slice(config: Mapping, target_name: str, set_name: str) -> dict:
         "total": recipe.get("total", target.get("total")),
         "classes": recipe.get("classes"),
         "size": recipe.get("size"),
-        "seed": recipe["seed"],
+        "seed": int(recipe["seed"]) + int(seed),
+        # only where set: the default row order leaves existing sets' params (and files) as they were
+        **({"prefer": recipe["prefer"]} if recipe.get("prefer", "random") != "random" else {}),
     }
 
 
@@ -260,6 +273,7 @@ def study_table_slice(config: Mapping, target_name: str, table: str) -> dict:
         "per_class": target.get("per_class"),
         "total": target.get("total"),
         "variants": list(spec["variants"]),
+        "seeds": replicate_seeds(config),
         "rows": [
             {"row": row, "set": set_name, "recipe": assemble_slice(config, target_name, set_name)}
             for row, set_name in spec["rows"].items()

@@ -446,7 +446,8 @@ def quality_of_set(
     view = gather_view(frame, labels, features)
     scores = data_free_scores(view, num_classes, per_class)
     payload = {
-        "set": manifest_path.stem.split(".")[0],
+        # transfer/{set}/seed{k}.parquet (dfkd.layout), or a flat {set}.parquet given by hand
+        "set": manifest_path.parent.name if manifest_path.stem.startswith("seed") else manifest_path.stem.split(".")[0],
         "n": int(len(frame)),
         "num_classes": int(num_classes),
         "per_class": int(per_class),

@@ -1,8 +1,11 @@
 """Stage `report`: the summary table of a target and the class-count charts of its sets.
 
-Inputs: `teacher/metrics.json`, `transfer/{set}.counts.csv`, `students/{set}/metrics.json`,
-`distance/{set}.json`. Outputs: `tables/summary.csv` and `.md` (one row per transfer set, plus
-the teacher), `figures/class_counts_{set}.png`. Every number comes from those files.
+Inputs: `teacher/metrics.json`, and for every seed k of config `seeds`:
+`transfer/{set}/seed{k}.counts.csv`, `students/{set}/seed{k}/metrics.json`,
+`distance/{set}/seed{k}.json` (dfkd.layout). Outputs: `tables/summary.csv` (one row per
+transfer set: accuracy and distances as mean, sample sd, n and each seed's value) and `.md`
+(mean ± sd, and the study's claims decided from paired seeds), `figures/class_counts_{set}.png`.
+Every number comes from those files.
 """
 from __future__ import annotations
 
@@ -12,23 +15,13 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from dfkd.artifacts import atomic_path, read_json
+from dfkd.artifacts import atomic_path
 from dfkd.errors import DfkdError
+from dfkd.replicates import ReplicateReader, display_frame, family_claims, read_counts, replicate_columns
 
-SUMMARY_COLUMNS = [
-    "transfer_set", "sources", "balanced", "size", "min_class", "max_class", "short_classes",
-    "student_accuracy", "hausdorff", "directed_set_to_train", "directed_train_to_set",
-]
-
-
-def read_counts(path: Path) -> pd.DataFrame:
-    if not Path(path).is_file():
-        raise DfkdError(f"class counts not found: {path}. Run `snakemake` to assemble the set.")
-    frame = pd.read_csv(path)
-    missing = {"class", "before", "after"} - set(frame.columns)
-    if missing:
-        raise DfkdError(f"{path} lacks columns {sorted(missing)}; it was not written by `dfkd assemble`.")
-    return frame
+SET_COLUMNS = ["transfer_set", "sources", "balanced", "size", "min_class", "max_class", "short_classes"]
+REPLICATED = ["accuracy", "hausdorff", "directed_set_to_train", "directed_train_to_set"]
+DISTANCE_KEYS = {"hausdorff": "hausdorff", "directed_set_to_train": "directed_ab", "directed_train_to_set": "directed_ba"}
 
 
 def set_columns(recipe: Mapping, counts: pd.DataFrame) -> dict[str, Any]:
@@ -42,26 +35,19 @@ def set_columns(recipe: Mapping, counts: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def summary_rows(target_dir: Path, sets: Mapping[str, Mapping], distilled: list[str], order: list[str] | None = None) -> pd.DataFrame:
+def summary_rows(reader: ReplicateReader, sets: Mapping[str, Mapping], distilled: list[str],
+                 order: list[str] | None = None) -> pd.DataFrame:
     """One row per transfer set, in `order` (the config's; params JSON sorts its keys)."""
     rows = []
     for name in order or list(sets):
-        recipe = sets[name]
-        counts = read_counts(target_dir / "transfer" / f"{name}.counts.csv")
-        distance = read_json(target_dir / "distance" / f"{name}.json")
-        accuracy = None
-        if name in distilled:
-            accuracy = read_json(target_dir / "students" / name / "metrics.json")["test_accuracy"]
-        rows.append({
-            "transfer_set": name,
-            **set_columns(recipe, counts),
-            "short_classes": int(counts["short"].sum()) if "short" in counts else None,
-            "student_accuracy": accuracy,
-            "hausdorff": distance["hausdorff"],
-            "directed_set_to_train": distance["directed_ab"],
-            "directed_train_to_set": distance["directed_ba"],
-        })
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+        counts = reader.counts(name)
+        record = {"transfer_set": name, **set_columns(sets[name], counts),
+                  "short_classes": int(counts["short"].sum()) if "short" in counts else None}
+        record.update(replicate_columns("accuracy", reader.accuracies(name, "default") if name in distilled else {}))
+        for column, key in DISTANCE_KEYS.items():
+            record.update(replicate_columns(column, reader.distances(name, key)))
+        rows.append(record)
+    return pd.DataFrame(rows)
 
 
 def markdown_table(frame: pd.DataFrame, float_format: str = "{:.4g}") -> str:
@@ -79,18 +65,64 @@ def markdown_table(frame: pd.DataFrame, float_format: str = "{:.4g}") -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
+def teacher_line(teacher: Mapping[str, Any], min_accuracy: float | None = None) -> str:
+    """The teacher's accuracy, and a loud warning below the configured min_accuracy (or the one
+    recorded when it was trained, when the summary is given no threshold)."""
+    from dfkd.teacher import teacher_warning
+
+    line = (f"Teacher test accuracy: {100 * teacher['test_accuracy']:.2f}% "
+            f"({teacher.get('epochs', '?')} epochs; one teacher, fixed across seeds).")
+    warning = teacher_warning(teacher, min_accuracy) if min_accuracy is not None else teacher.get("warning")
+    if warning:
+        line += f"\n\n**WARNING: {warning}**"
+    return line
+
+
+def fill_section(target_dir: Path, sources: list[str]) -> str:
+    """Per fill source (data/{source}.fill.json): each class's rows kept and the draws it took to
+    fill, or that the budget ran out first."""
+    from dfkd.artifacts import read_json
+
+    text = io.StringIO()
+    for source in sources:
+        report = read_json(Path(target_dir) / "data" / f"{source}.fill.json")
+        rate = report.get("images_per_second")
+        text.write(f"\nFill source `{source}` ({report['generator']['kind']} generator, seed {report['seed']}): "
+                   f"{report['drawn']:,} images drawn of a budget of {report['budget']}, stopped: {report['stopped']}"
+                   f"{f', {rate:,.0f} images/s' if rate else ''}; short classes: {report['short_classes'] or 'none'}.\n\n")
+        rows = pd.DataFrame([{"class": c["class"], "kept": c["kept"], "target": report["per_class"],
+                              "draws": c["draws"] if c["full"] else None,
+                              "status": "full" if c["full"] else f"short: budget spent after {c['draws']:,} draws"}
+                             for c in report["classes"]])
+        text.write(markdown_table(rows, "{:.0f}"))
+    return text.getvalue()
+
+
 def build_summary(target_dir: Path, params: Mapping, out_csv: Path, out_md: Path) -> pd.DataFrame:
-    teacher = read_json(target_dir / "teacher" / "metrics.json")
-    frame = summary_rows(target_dir, params["sets"], list(params["distilled"]), params.get("order"))
+    seeds = [int(s) for s in params.get("seeds", [0])]
+    reader = ReplicateReader(Path(target_dir), seeds)
+    teacher = reader.teacher()
+    frame = summary_rows(reader, params["sets"], list(params["distilled"]), params.get("order"))
     with atomic_path(out_csv) as tmp:
         frame.to_csv(tmp, index=False)
+    rows = {r["transfer_set"]: r for r in frame.to_dict("records")}
+    claims = family_claims(rows, "accuracy", seeds)
     text = io.StringIO()
     text.write(f"# {params['target']}: students distilled on each transfer set\n\n")
-    text.write(f"Teacher test accuracy: {teacher['test_accuracy']:.4f} "
-               f"({teacher.get('epochs', '?')} epochs). Student accuracy is the final epoch's "
-               "test accuracy; distances are exact Hausdorff distances in the teacher's "
-               "penultimate feature space.\n\n")
-    text.write(markdown_table(frame))
+    text.write(f"{teacher_line(teacher, params.get('teacher_min_accuracy'))} Seeds: {', '.join(map(str, seeds))} (each seed re-draws the "
+               "transfer set's random picks and the student's initial weights, shuffling and augmentation). "
+               "Student accuracy is the final epoch's test accuracy in percent; distances are exact "
+               "Hausdorff distances in the teacher's penultimate feature space; size and class counts "
+               f"are seed {seeds[0]}'s. Every value is mean ± sample sd over the seeds; the CSV keeps "
+               "each seed's value.\n\n")
+    text.write(markdown_table(display_frame(frame, REPLICATED, {"accuracy": 2, "hausdorff": 2})))
+    if claims:
+        text.write("\nThe study's claims, decided from paired seeds (95% Student's t interval of the "
+                   "mean paired difference):\n\n")
+        text.writelines(f"- {claim.line()}\n" for claim in claims)
+    if params.get("fill_sources"):
+        text.write("\nGenerators drawn from until each class is full (draws: images drawn when the class filled):\n")
+        text.write(fill_section(Path(target_dir), list(params["fill_sources"])))
     with atomic_path(out_md) as tmp:
         tmp.write_text(text.getvalue())
     return frame

@@ -1,15 +1,15 @@
 rule assemble:
-    """Algorithm 1: a (class-balanced) transfer set from its sources' teacher labels, in order."""
+    """Algorithm 1: a (class-balanced) transfer set from its sources' teacher labels, in order (one replicate seed)."""
     input:
         labels=set_files("labels", ".parquet"),
         train=path("{target}", "labels", "train.parquet"),
     output:
-        manifest=path("{target}", "transfer", "{set}.parquet"),
-        counts=path("{target}", "transfer", "{set}.counts.csv"),
+        manifest=replicate("{target}", layout.manifest, "{set}", "{seed}"),
+        counts=replicate("{target}", layout.counts, "{set}", "{seed}"),
     log:
-        path("{target}", "logs", "assemble/{set}.log"),
+        path("{target}", "logs", "assemble/{set}/seed{seed}.log"),
     benchmark:
-        path("{target}", "benchmarks", "assemble/{set}.tsv")
+        path("{target}", "benchmarks", "assemble/{set}/seed{seed}.tsv")
     conda:
         "../envs/dfkd.yaml"
     resources:
@@ -17,7 +17,7 @@ rule assemble:
         runtime=30,
     params:
         slice=as_json_param(
-            lambda w: dfkd_config.assemble_slice(config, w.target, w.set)
+            lambda w: dfkd_config.assemble_slice(config, w.target, w.set, int(w.seed))
         ),
         options=assemble_options,
         num_classes=lambda w: config["targets"][w.target]["num_classes"],

@@ -6,8 +6,15 @@ import sys
 from snakemake.utils import validate
 
 import dfkd.config as dfkd_config
+import dfkd.layout as layout
 from dfkd.errors import DfkdError
-from dfkd.study import TABLE_NAMES, TABLES_WITH_DISTANCES, TABLES_WITH_STUDENTS
+from dfkd.study import (
+    FIGURE_TABLES,
+    QUALITY_METRICS,
+    TABLE_NAMES,
+    TABLES_WITH_DISTANCES,
+    TABLES_WITH_STUDENTS,
+)
 from dfkd.yaml_io import load_yaml
 
 try:
@@ -29,12 +36,28 @@ wildcard_constraints:
     source=NAME,
     set=NAME,
     run=rf"{NAME}(\.{NAME})?",
+    seed=r"\d+",
     table="|".join(TABLE_NAMES),
 
 
 def path(target, kind, name=""):
     """results/{target}/{kind}/{name}: the one place that knows the layout."""
     return f"{R}/{target}/{kind}/{name}" if name else f"{R}/{target}/{kind}"
+
+
+SEEDS = dfkd_config.replicate_seeds(config)
+# The device of the GPU-capable stages: on their command line, never in params (it re-runs nothing).
+DEVICE = config.get("device", "auto")
+
+
+def replicate(target, file_of, name, seed):
+    """results/{target}/ + a dfkd.layout path of one replicate (a set's or a run's seed)."""
+    return f"{R}/{target}/{file_of(name, seed)}"
+
+
+def replicates(target, file_of, names):
+    """That path for every name and every configured seed."""
+    return [replicate(target, file_of, n, s) for n in names for s in SEEDS]
 
 
 def run_set(wildcards):
@@ -81,6 +104,8 @@ def all_outputs():
         ]
         # the teacher's view of its own test split (features and labels), for audits and tables
         outputs.append(path(target, "labels", "test.parquet"))
+        if distilled_sets(target):
+            outputs.append(path(target, "figures", "training_curves.png"))
         outputs += [
             path(target, "figures", f"class_counts_{s}.png")
             for s in target_sets(target)
@@ -89,13 +114,29 @@ def all_outputs():
 
 
 def assemble_options(w):
-    """CLI options of `dfkd assemble` from the transfer set's recipe."""
-    recipe = dfkd_config.assemble_slice(config, w.target, w.set)
+    """CLI options of `dfkd assemble` from the transfer set's recipe (seed k adds k to its seed)."""
+    recipe = dfkd_config.assemble_slice(config, w.target, w.set, int(w.seed))
     flags = [] if recipe["balanced"] else ["--unbalanced"]
+    if recipe.get("prefer", "random") != "random":
+        flags += ["--prefer", recipe["prefer"]]
     for key in ("per_class", "total", "classes", "size", "seed"):
         if recipe[key] is not None:
             flags += [f"--{key.replace('_', '-')}", str(recipe[key])]
     return " ".join(flags)
+
+
+def target_fill_sources(target):
+    """The fill sources (kind `fill`) that the target's sets draw on, in config order."""
+    used = {
+        s
+        for name in target_sets(target)
+        for s in config["transfer_sets"][name]["sources"]
+    }
+    return [
+        s
+        for s, block in config["sources"].items()
+        if block.get("kind") == "fill" and s in used
+    ]
 
 
 def report_slice(target):
@@ -108,6 +149,11 @@ def report_slice(target):
             for name in target_sets(target)
         },
         "distilled": distilled_sets(target),
+        "seeds": SEEDS,
+        "teacher_min_accuracy": config["targets"][target]["teacher"].get(
+            "min_accuracy"
+        ),
+        "fill_sources": target_fill_sources(target),
     }
 
 
@@ -118,15 +164,12 @@ def study_table_inputs(w):
     """Every file the table reads (so Snakemake builds them first), and its figures."""
     spec = config["study"]["tables"][w.table]
     sets = list(dict.fromkeys(spec["rows"].values()))
-    files = [path(w.target, "transfer", f"{s}.counts.csv") for s in sets]
+    files = replicates(w.target, layout.counts, sets)
     if w.table in TABLES_WITH_DISTANCES:
-        files += [path(w.target, "distance", f"{s}.json") for s in sets]
+        files += replicates(w.target, layout.distance, sets)
     if w.table in TABLES_WITH_STUDENTS:
-        files += [
-            path(w.target, "students", f"{dfkd_config.run_name(s, v)}/metrics.json")
-            for s in sets
-            for v in spec["variants"]
-        ]
+        runs = [dfkd_config.run_name(s, v) for s in sets for v in spec["variants"]]
+        files += replicates(w.target, layout.student_metrics, runs)
     if w.table == "main":
         files.append(path(w.target, "teacher", "metrics.json"))
     if w.table == "class_frequencies":
@@ -134,10 +177,44 @@ def study_table_inputs(w):
     return files
 
 
+def quality_runs(target):
+    """Every run the config distils for a target, as {set, variant}: its own sets (default
+    student) and every study table's rows in the table's variants."""
+    runs = [(s, "default") for s in distilled_sets(target)]
+    if target in config["study"]["targets"]:
+        for table, spec in config["study"]["tables"].items():
+            if table in TABLES_WITH_STUDENTS:
+                runs += [
+                    (s, v) for s in spec["rows"].values() for v in spec["variants"]
+                ]
+    return [{"set": s, "variant": v} for s, v in dict.fromkeys(runs)]
+
+
+def quality_per_class(target, set_name):
+    """The per-class target of a set's fill score: its cap, else an even share of its size."""
+    recipe = dfkd_config.assemble_slice(config, target, set_name)
+    k = recipe["classes"] or recipe["num_classes"]
+    if recipe["per_class"]:
+        return recipe["per_class"]
+    return max(1, (recipe["size"] or recipe["total"] or k) // k)
+
+
 def study_outputs():
-    return [
+    tables = [
         path(target, "tables", f"{table}{suffix}")
         for target in config["study"]["targets"]
         for table in config["study"]["tables"]
-        for suffix in (".csv", ".md", ".json")
+        for suffix in (".csv", ".md", ".json", ".tex")
     ]
+    figures = [
+        path(target, "figures", f"{table}.png")
+        for target in config["study"]["targets"]
+        for table in config["study"]["tables"]
+        if table in FIGURE_TABLES
+    ]
+    quality = [
+        path(target, "tables", f"quality{suffix}")
+        for target in config["study"]["targets"]
+        for suffix in (".csv", ".md", ".json", ".tex")
+    ]
+    return tables + figures + quality

@@ -16,7 +16,9 @@ rule extract_features:
         mem_mb=4000,
         runtime=60,
     params:
+        # the device: a params function of `input` is no rerun trigger (changing it re-runs nothing)
+        device=lambda w, input: DEVICE,
         batch_size=config["feature_batch_size"],
     shell:
-        "dfkd features --model {input.model} --data {input.data} --out {output}"
+        "dfkd features --model {input.model} --data {input.data} --out {output} --device {params.device}"
         " --batch-size {params.batch_size} --threads {threads} > {log} 2>&1"

@@ -1,7 +1,9 @@
 rule plot_class_counts:
     """Bar chart of a transfer set's teacher-class counts before and after balancing."""
     input:
-        path("{target}", "transfer", "{set}.counts.csv"),
+        # the first seed's counts: balanced class counts only change with the seed where a
+        # `size` or `total` cap binds (the summary and tables show every seed's size)
+        lambda w: replicate(w.target, layout.counts, w.set, SEEDS[0]),
     output:
         report(
             path("{target}", "figures", "class_counts_{set}.png"),
@@ -18,19 +20,17 @@ rule plot_class_counts:
 
 
 rule summary_table:
-    """One row per distilled transfer set: size, class balance, student accuracy, distance."""
+    """One row per transfer set: size, class balance, student accuracy and distance over seeds, paired verdicts."""
     input:
         teacher=path("{target}", "teacher", "metrics.json"),
-        counts=lambda w: [
-            path(w.target, "transfer", f"{s}.counts.csv")
-            for s in target_sets(w.target)
-        ],
-        students=lambda w: [
-            path(w.target, "students", f"{s}/metrics.json")
-            for s in distilled_sets(w.target)
-        ],
-        distances=lambda w: [
-            path(w.target, "distance", f"{s}.json") for s in target_sets(w.target)
+        counts=lambda w: replicates(w.target, layout.counts, target_sets(w.target)),
+        students=lambda w: replicates(
+            w.target, layout.student_metrics, distilled_sets(w.target)
+        ),
+        distances=lambda w: replicates(w.target, layout.distance, target_sets(w.target)),
+        fills=lambda w: [
+            path(w.target, "data", f"{s}.fill.json")
+            for s in target_fill_sources(w.target)
         ],
     output:
         csv=report(
@@ -50,3 +50,29 @@ rule summary_table:
     shell:
         "dfkd report --target-dir {params.target_dir} --params {params.slice:q}"
         " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+rule training_curves:
+    """Test accuracy and loss per epoch of the target's students (first seed), from their log.csv."""
+    input:
+        lambda w: [
+            replicate(w.target, layout.student_log, s, SEEDS[0])
+            for s in distilled_sets(w.target)
+        ],
+    output:
+        report(
+            path("{target}", "figures", "training_curves.png"),
+            caption="../report/training_curves.rst",
+            category="Results",
+            labels={"target": "{target}", "figure": "training curves"},
+        ),
+    log:
+        path("{target}", "logs", "plot/training_curves.log"),
+    conda:
+        "../envs/dfkd.yaml"
+    params:
+        labels=lambda w: distilled_sets(w.target),
+        title=lambda w: f"{w.target}: students, seed {SEEDS[0]}",
+    shell:
+        "dfkd plot-curves --log-csv {input} --labels {params.labels} --title {params.title:q}"
+        " --out {output} > {log} 2>&1"

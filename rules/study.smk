@@ -19,6 +19,7 @@ rule study_table:
             labels={"target": "{target}", "table": "{table}"},
         ),
         json=path("{target}", "tables", "{table}.json"),
+        tex=path("{target}", "tables", "{table}.tex"),
     log:
         path("{target}", "logs", "tables/{table}.log"),
     conda:
@@ -30,7 +31,27 @@ rule study_table:
         target_dir=lambda w: path(w.target, ""),
     shell:
         "dfkd table --target-dir {params.target_dir} --params {params.slice:q}"
-        " --out-csv {output.csv} --out-md {output.md} --out-json {output.json} > {log} 2>&1"
+        " --out-csv {output.csv} --out-md {output.md} --out-json {output.json}"
+        " --out-tex {output.tex} > {log} 2>&1"
+
+
+rule study_figure:
+    """Error bars over seeds: accuracy per set (main), against k (Tables 1, 2), against distance (Table 5)."""
+    input:
+        path("{target}", "tables", "{table}.json"),
+    output:
+        report(
+            path("{target}", "figures", "{table}.png"),
+            caption="../report/study_figure.rst",
+            category="Study figures",
+            labels={"target": "{target}", "figure": "{table}"},
+        ),
+    log:
+        path("{target}", "logs", "figures/{table}.log"),
+    conda:
+        "../envs/dfkd.yaml"
+    shell:
+        "dfkd plot-table --table-json {input} --out {output} > {log} 2>&1"
 
 
 rule all_tables:

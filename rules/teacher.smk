@@ -18,8 +18,15 @@ rule train_teacher:
         mem_mb=8000,
         runtime=240,
     params:
+        # the device: a params function of `input` is no rerun trigger (changing it re-runs nothing)
+        device=lambda w, input: DEVICE,
         slice=as_json_param(lambda w: dfkd_config.teacher_slice(config, w.target)),
         out_dir=lambda w: path(w.target, "teacher"),
+        # a warning threshold, not a training setting: a params function that takes `input`
+        # is left out of Snakemake's params trigger, so changing it never retrains the teacher
+        min_accuracy=lambda w, input: config["targets"][w.target]["teacher"][
+            "min_accuracy"
+        ],
     shell:
-        "dfkd train-teacher --train {input.train} --test {input.test} --params {params.slice:q}"
-        " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "dfkd train-teacher --train {input.train} --test {input.test} --params {params.slice:q} --device {params.device}"
+        " --out-dir {params.out_dir} --threads {threads} --min-accuracy {params.min_accuracy} > {log} 2>&1"

@@ -148,17 +148,24 @@ def test_tuning_preset_adds_variants_that_validate():
     assert dc.student_slice(valid, "fmnist", "noaug_t4")["student"]["temperature"] == 4
 
 
-def test_seeds_preset_changes_only_the_seed():
-    import yaml
-    from snakemake.utils import update_config
-
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    update_config(config, yaml.safe_load((REPO / "presets" / "seeds.yaml").read_text()))
-    valid = dc.validate_config(config)
+def test_a_replicate_seed_changes_only_the_seeds():
+    """Seed k adds k to the student's and the recipe's seeds, and changes nothing else."""
+    valid = dc.load_config(REPO / "config.yaml", REPO / "presets" / "seeds.yaml")
+    assert dc.replicate_seeds(valid) == [0, 1, 2, 3, 4]
     default = dc.student_slice(valid, "fmnist", "default")["student"]
-    for k in (1, 2):
-        seeded = dc.student_slice(valid, "fmnist", f"seed{k}")["student"]
-        assert seeded == {**default, "seed": k}
+    recipe = dc.assemble_slice(valid, "fmnist", "natural_bal")
+    for k in (1, 4):
+        assert dc.student_slice(valid, "fmnist", "default", k)["student"] == {**default, "seed": default["seed"] + k}
+        assert dc.student_slice(valid, "fmnist", "noaug", k)["student"]["seed"] == default["seed"] + k
+        assert dc.assemble_slice(valid, "fmnist", "natural_bal", k) == {**recipe, "seed": recipe["seed"] + k}
+
+
+def test_seeds_must_be_distinct_and_nonnegative():
+    for bad in ([], [0, 0], [-1], ["a"]):
+        config = dc.load_config(REPO / "config.yaml")
+        config["seeds"] = bad
+        with pytest.raises(DfkdError, match="seeds"):
+            dc.validate_config(config)
 
 
 # ---------------------------------------------------------------------------- cross-field rules (issue 18)

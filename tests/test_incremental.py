@@ -10,6 +10,7 @@ pytestmark = [pytest.mark.slow, requires_fmnist]
 
 SETS = list(tiny_config()["transfer_sets"])
 TAIL = {("summary_table", "target=fmnist"), ("all", "")}
+CURVES = {("training_curves", "target=fmnist")}  # drawn from the first seed's students
 
 
 def planned_jobs(workdir, config) -> set[tuple[str, str]]:
@@ -35,12 +36,17 @@ def planned_jobs_of(workdir, config, *targets: str) -> set[tuple[str, str]]:
     return jobs
 
 
+def replicate_jobs(name, seed, target="fmnist"):
+    """The jobs of one seed of a transfer set: its assembly, its student and its distance."""
+    wildcards = f"target={target}, set={name}, seed={seed}"
+    return {("assemble", wildcards), ("distill", f"target={target}, run={name}, seed={seed}"), ("distance", wildcards)}
+
+
 def set_chain(*sets):
     jobs = set()
     for name in sets:
-        wildcards = f"target=fmnist, set={name}"
-        jobs |= {("assemble", wildcards), ("distill", f"target=fmnist, run={name}"), ("distance", wildcards), ("plot_class_counts", wildcards)}
-    return jobs
+        jobs |= replicate_jobs(name, 0) | {("plot_class_counts", f"target=fmnist, set={name}")}
+    return jobs | CURVES if sets else jobs
 
 
 def source_chain(source):
@@ -76,7 +82,7 @@ def test_editing_a_recipe_reruns_that_set_only(tiny_run):
 def test_editing_the_student_reruns_the_students_only(tiny_run):
     config = tiny_config()
     config["targets"]["fmnist"]["student"]["temperature"] = 4
-    expected = {("distill", f"target=fmnist, run={name}") for name in SETS} | TAIL
+    expected = {("distill", f"target=fmnist, run={name}, seed=0") for name in SETS} | TAIL | CURVES
     assert planned_jobs(tiny_run, config) == expected
 
 
@@ -87,7 +93,7 @@ def test_a_variant_reruns_its_own_runs_only(tiny_run):
     assert planned_jobs(tiny_run, config) == set()  # `all` shows the default students only
     config["study"] = {"targets": ["fmnist"], "tables": {"main": {"rows": {"noise": "noise"}, "variants": ["noaug"]}}}
     jobs = planned_jobs_of(tiny_run, config, "all_tables")
-    assert {w for rule, w in jobs if rule == "distill"} == {"target=fmnist, run=noise.noaug"}
+    assert {w for rule, w in jobs if rule == "distill"} == {"target=fmnist, run=noise.noaug, seed=0"}
     assert ("study_table", "target=fmnist, table=main") in jobs and ("train_teacher", "target=fmnist") not in jobs
 
 
@@ -100,7 +106,7 @@ def test_editing_the_teacher_reruns_its_target_only(tiny_run):
     assert not any(rule == "prepare" for rule, _ in jobs)
     sources = {"train", "test", "noise", "shapes", "strokes", "patches", "digits"}
     assert {w for rule, w in jobs if rule == "extract_features"} == {f"target=fmnist, source={s}" for s in sources}
-    assert {w for rule, w in jobs if rule == "distill"} == {f"target=fmnist, run={s}" for s in SETS}
+    assert {w for rule, w in jobs if rule == "distill"} == {f"target=fmnist, run={s}, seed=0" for s in SETS}
 
 
 def test_adding_a_source_and_a_set_adds_only_their_jobs(tiny_run):
@@ -109,3 +115,19 @@ def test_adding_a_source_and_a_set_adds_only_their_jobs(tiny_run):
     config["transfer_sets"]["noise2_bal"] = {"sources": ["noise2", "patches"]}
     config["targets"]["fmnist_b"]["sets"] = ["noise"]
     assert planned_jobs(tiny_run, config) == source_chain("noise2") | set_chain("noise2_bal") | TAIL
+
+
+def test_adding_a_seed_plans_only_that_seeds_jobs(tiny_run):
+    """Seed 1 adds its own assembly, student and distance per set, and the tables that aggregate
+    them; seed 0's files, the teacher, the sources and the class-count charts stay."""
+    config = tiny_config()
+    config["seeds"] = [0, 1]
+    expected = {job for name in SETS for job in replicate_jobs(name, 1)}
+    expected |= replicate_jobs("noise", 1, "fmnist_b") | TAIL | {("summary_table", "target=fmnist_b")}
+    assert planned_jobs(tiny_run, config) == expected
+
+
+def test_the_teacher_warning_threshold_retrains_nothing(tiny_run):
+    config = tiny_config()
+    config["targets"]["fmnist"]["teacher"]["min_accuracy"] = 0.95
+    assert planned_jobs(tiny_run, config) == TAIL  # the summary shows the new threshold's warning

@@ -112,11 +112,11 @@ def test_workflow_runs_through_slurm_and_matches_a_local_run(cluster, tmp_path):
     snakemake(local_dir)
     slurm_results, local_results = slurm_dir / "results" / "fmnist", local_dir / "results" / "fmnist"
     for name in ("real", "noise"):
-        a = read_json(slurm_results / "students" / name / "metrics.json")
-        b = read_json(local_results / "students" / name / "metrics.json")
+        a = read_json(slurm_results / "students" / name / "seed0" / "metrics.json")
+        b = read_json(local_results / "students" / name / "seed0" / "metrics.json")
         assert (a["test_accuracy"], a["per_class_accuracy"]) == (b["test_accuracy"], b["per_class_accuracy"])
-        pd.testing.assert_frame_equal(pd.read_parquet(slurm_results / "transfer" / f"{name}.parquet"),
-                                      pd.read_parquet(local_results / "transfer" / f"{name}.parquet"))
-        a = read_json(slurm_results / "distance" / f"{name}.json")
-        b = read_json(local_results / "distance" / f"{name}.json")
+        pd.testing.assert_frame_equal(pd.read_parquet(slurm_results / "transfer" / name / "seed0.parquet"),
+                                      pd.read_parquet(local_results / "transfer" / name / "seed0.parquet"))
+        a = read_json(slurm_results / "distance" / name / "seed0.json")
+        b = read_json(local_results / "distance" / name / "seed0.json")
         assert a["hausdorff"] == b["hausdorff"]

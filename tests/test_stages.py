@@ -101,21 +101,45 @@ def test_distance_of_a_two_source_set(tmp_path):
 def test_summary_and_chart(tmp_path):
     target = tmp_path / "fmnist"
     write_json(target / "teacher" / "metrics.json", {"test_accuracy": 0.9, "epochs": 2}, None)
-    for name, acc, h in (("a", 0.5, 3.0), ("b", 0.7, 2.0)):
+    for name, accs, h in (("a", (0.5, 0.6), 3.0), ("b", (0.7, 0.75), 2.0)):
         counts = pd.DataFrame({"class": [0, 1], "before": [5, 0], "after": [5, 4], "short": [False, True]})
-        (target / "transfer").mkdir(parents=True, exist_ok=True)
-        counts.to_csv(target / "transfer" / f"{name}.counts.csv", index=False)
-        write_json(target / "students" / name / "metrics.json", {"test_accuracy": acc}, None)
-        write_json(target / "distance" / f"{name}.json", {"hausdorff": h, "directed_ab": h, "directed_ba": 1.0}, None)
-    params = {"target": "fmnist", "distilled": ["a", "b"],
+        (target / "transfer" / name).mkdir(parents=True, exist_ok=True)
+        for seed, acc in enumerate(accs):
+            counts.to_csv(target / "transfer" / name / f"seed{seed}.counts.csv", index=False)
+            write_json(target / "students" / name / f"seed{seed}" / "metrics.json", {"test_accuracy": acc}, None)
+            write_json(target / "distance" / name / f"seed{seed}.json", {"hausdorff": h + seed, "directed_ab": h, "directed_ba": 1.0}, None)
+    params = {"target": "fmnist", "distilled": ["a", "b"], "seeds": [0, 1],
               "sets": {"a": {"sources": ["x"], "balanced": False}, "b": {"sources": ["x", "y"], "balanced": True}}}
     frame = build_summary(target, params, tmp_path / "s.csv", tmp_path / "s.md")
-    assert list(frame["student_accuracy"]) == [0.5, 0.7] and list(frame["size"]) == [9, 9]
+    assert frame["accuracy_mean"].tolist() == pytest.approx([55.0, 72.5]) and list(frame["size"]) == [9, 9]
+    assert frame["accuracy_sd"].tolist() == pytest.approx([10 / 2 ** 0.5, 5 / 2 ** 0.5])
+    assert frame["accuracy_seed1"].tolist() == pytest.approx([60.0, 75.0]) and list(frame["accuracy_n"]) == [2, 2]
+    assert frame["hausdorff_mean"].tolist() == pytest.approx([3.5, 2.5])
     assert list(frame["sources"]) == ["x", "x+y"] and list(frame["short_classes"]) == [1, 1]
     text = (tmp_path / "s.md").read_text()
-    assert "Teacher test accuracy: 0.9000" in text and "| b | x+y | True |" in text
-    plot_counts(target / "transfer" / "a.counts.csv", tmp_path / "c.png", "a")
+    assert "Teacher test accuracy: 90.00%" in text and "| b | x+y | True |" in text and "72.50 ± 3.54" in text
+    plot_counts(target / "transfer" / "a" / "seed0.counts.csv", tmp_path / "c.png", "a")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_summary_warns_of_a_teacher_at_chance(tmp_path):
+    target = tmp_path / "fmnist"
+    write_json(target / "teacher" / "metrics.json", {"test_accuracy": 0.117, "epochs": 1,
+                                                     "warning": "teacher test accuracy 11.70% is below min_accuracy 50.00%"}, None)
+    counts = pd.DataFrame({"class": [0, 1], "before": [5, 0], "after": [5, 4]})
+    (target / "transfer" / "a").mkdir(parents=True)
+    counts.to_csv(target / "transfer" / "a" / "seed0.counts.csv", index=False)
+    write_json(target / "distance" / "a" / "seed0.json", {"hausdorff": 1.0, "directed_ab": 1.0, "directed_ba": 1.0}, None)
+    build_summary(target, {"target": "t", "distilled": [], "sets": {"a": {"sources": ["x"], "balanced": False}}},
+                  tmp_path / "s.csv", tmp_path / "s.md")
+    assert "**WARNING: teacher test accuracy 11.70% is below min_accuracy 50.00%**" in (tmp_path / "s.md").read_text()
+    # the configured threshold decides, not the one recorded at training time
+    build_summary(target, {"target": "t", "distilled": [], "teacher_min_accuracy": 0.1,
+                           "sets": {"a": {"sources": ["x"], "balanced": False}}}, tmp_path / "s.csv", tmp_path / "s.md")
+    assert "WARNING" not in (tmp_path / "s.md").read_text()
+    build_summary(target, {"target": "t", "distilled": [], "teacher_min_accuracy": 0.3,
+                           "sets": {"a": {"sources": ["x"], "balanced": False}}}, tmp_path / "s.csv", tmp_path / "s.md")
+    assert "**WARNING: teacher test accuracy 11.7% is below min_accuracy 30%" in (tmp_path / "s.md").read_text()
 
 
 def test_markdown_table_marks_missing_values():

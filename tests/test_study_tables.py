@@ -1,4 +1,4 @@
-"""The study's tables built from hand-written result files: rows, columns, numbers, verdicts."""
+"""The study's tables built from hand-written result files: rows, columns, numbers over seeds, claims."""
 from __future__ import annotations
 
 import json
@@ -20,8 +20,17 @@ def recipe(sources, balanced=True, classes=None, size=None):
             "classes": classes, "size": size, "seed": 0}
 
 
+SEEDS = (0, 1, 2)
+
+
+def per_seed(value):
+    """A number per seed: a list as given, a scalar plus 0.01 * seed (so that paired differences
+    between two scalars are the same for every seed)."""
+    return list(value) if isinstance(value, (list, tuple)) else [value + 0.01 * s for s in range(len(SEEDS))]
+
+
 class FakeResults:
-    """A target folder with the files a table reads, written by hand with chosen numbers."""
+    """A target folder with the files a table reads for every seed, written by hand with chosen numbers."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -29,12 +38,14 @@ class FakeResults:
     def set(self, name, before, after, distance, accuracies=None, target=None):
         counts = pd.DataFrame({"class": np.arange(K), "before": before, "target": target if target is not None else after, "after": after})
         counts["short"] = counts["after"] < counts["target"]
-        (self.root / "transfer").mkdir(parents=True, exist_ok=True)
-        counts.to_csv(self.root / "transfer" / f"{name}.counts.csv", index=False)
-        self._json(f"distance/{name}.json", {"hausdorff": distance, "directed_ab": distance / 2, "directed_ba": distance})
+        (self.root / "transfer" / name).mkdir(parents=True, exist_ok=True)
+        for seed, d in zip(SEEDS, per_seed(distance)):
+            counts.to_csv(self.root / "transfer" / name / f"seed{seed}.counts.csv", index=False)
+            self._json(f"distance/{name}/seed{seed}.json", {"hausdorff": d, "directed_ab": d / 2, "directed_ba": d})
         for variant, accuracy in (accuracies or {}).items():
             run = name if variant == "default" else f"{name}.{variant}"
-            self._json(f"students/{run}/metrics.json", {"test_accuracy": accuracy})
+            for seed, a in zip(SEEDS, per_seed(accuracy)):
+                self._json(f"students/{run}/seed{seed}/metrics.json", {"test_accuracy": a})
 
     def teacher(self, accuracy):
         self._json("teacher/metrics.json", {"test_accuracy": accuracy})
@@ -49,9 +60,9 @@ def even(n):
     return np.full(K, n)
 
 
-def params(table, rows, variants=("default",), dataset="FMNIST"):
+def params(table, rows, variants=("default",), dataset="FMNIST", seeds=SEEDS):
     return {"target": "fm", "table": table, "dataset": dataset, "num_classes": K, "per_class": 6000, "total": 60000,
-            "variants": list(variants), "rows": [{"row": r, "set": s, "recipe": rec} for r, s, rec in rows]}
+            "variants": list(variants), "seeds": list(seeds), "rows": [{"row": r, "set": s, "recipe": rec} for r, s, rec in rows]}
 
 
 @pytest.fixture()
@@ -69,14 +80,21 @@ def test_table1_reads_every_number_from_the_files_and_puts_the_study_beside_it(r
     table, inputs = build_table(results.root, params("table1", rows))
     frame = table.frame
     assert list(frame["row"]) == ["2", "4", "6", "8", "10"] and list(frame["classes"]) == [2, 4, 6, 8, 10]
-    assert frame["accuracy"].tolist() == pytest.approx([100 * a for a in accuracies.values()])
-    assert frame["hausdorff"].tolist() == pytest.approx([42.0, 34.0, 26.0, 18.0, 10.0])
+    assert frame["accuracy_mean"].tolist() == pytest.approx([100 * a + 1 for a in accuracies.values()])
+    assert frame["accuracy_sd"].tolist() == pytest.approx([1.0] * 5)  # 100 * (a, a + .01, a + .02)
+    assert frame["accuracy_n"].tolist() == [3] * 5
+    assert frame["accuracy_seed2"].tolist() == pytest.approx([100 * a + 2 for a in accuracies.values()])
+    assert frame["hausdorff_mean"].tolist() == pytest.approx([42.01, 34.01, 26.01, 18.01, 10.01])
     assert frame["size"].tolist() == [10000, 10000, 9996, 10000, 10000]
     study = published()["table1"]["rows"]
     assert frame["study (CIFAR-10) accuracy"].tolist() == [study[str(k)]["accuracy"] for k in accuracies]
     assert frame["study (CIFAR-10) distance"].tolist() == [study[str(k)]["distance"] for k in accuracies]
-    assert all("**holds**" in line for line in table.verdicts) and len(table.verdicts) == 2
-    assert set(inputs) == {f"{kind}/t1_k{k}" for kind in ("counts", "distance") for k in accuracies} | {f"students/t1_k{k}" for k in accuracies}
+    # 4 adjacent pairs for accuracy, 4 for distance; identical differences in every seed
+    assert len(table.claims) == 8 and all(c.verdict == "holds" and c.n == 3 for c in table.claims)
+    assert table.claims[0].difference_mean == pytest.approx(15.0) and table.claims[4].difference_mean == pytest.approx(8.0)
+    assert set(inputs) == ({f"transfer/t1_k{k}/seed0.counts.csv" for k in accuracies}  # sizes: the first seed's
+                           | {f"distance/t1_k{k}/seed{s}.json" for k in accuracies for s in SEEDS}
+                           | {f"students/t1_k{k}/seed{s}/metrics.json" for k in accuracies for s in SEEDS})
 
 
 def test_a_broken_trend_is_reported_as_not_holding(results):
@@ -85,8 +103,21 @@ def test_a_broken_trend_is_reported_as_not_holding(results):
         results.set(f"k{k}", even(6000), even(1000), distance=10.0 + k, accuracies={"default": acc})
         rows.append((str(k), f"k{k}", recipe(["train"], classes=k, size=10000)))
     table, _ = build_table(results.root, params("table2", rows))
-    assert "accuracy rises with the number of classes: **does not hold** (30.0, 20.0, 50.0)" in table.verdicts[0]
-    assert "**does not hold**" in table.verdicts[1]
+    verdicts = [c.verdict for c in table.claims]
+    assert verdicts == ["does not hold", "holds", "does not hold", "does not hold"]
+    assert "accuracy rises with the number of classes (k = 2 < k = 4): **does not hold** (mean paired difference -10.00 points" in table.verdicts[0]
+
+
+def test_noisy_seeds_are_inconclusive_and_one_seed_decides_nothing(results):
+    rows = []
+    for k, accs in ((2, [0.30, 0.50, 0.40]), (4, [0.45, 0.35, 0.42])):
+        results.set(f"k{k}", even(6000), even(1000), distance=10.0, accuracies={"default": accs})
+        rows.append((str(k), f"k{k}", recipe(["train"], classes=k, size=10000)))
+    table, _ = build_table(results.root, params("table2", rows))
+    assert table.claims[0].verdict == "inconclusive" and table.claims[0].ci_low < 0 < table.claims[0].ci_high
+    single, _ = build_table(results.root, params("table2", rows, seeds=(0,)))
+    assert single.claims[0].verdict == "single seed" and single.claims[0].n == 1
+    assert all("**holds**" not in line for line in single.verdicts)
 
 
 def test_main_table_has_one_accuracy_column_per_variant_and_family_verdicts(results):
@@ -97,13 +128,13 @@ def test_main_table_has_one_accuracy_column_per_variant_and_family_verdicts(resu
         results.set(name, even(6000), even(5000), distance=20.0, accuracies={"default": aug, "noaug": noaug})
         rows.append((name, name, recipe([name], balanced=name.endswith("_bal"))))
     table, inputs = build_table(results.root, params("main", rows, variants=("default", "noaug")))
-    assert {"accuracy_default", "accuracy_noaug"} <= set(table.frame.columns)
-    assert table.frame.set_index("row").loc["natural_bal", "accuracy_noaug"] == pytest.approx(66.0)
+    assert {"accuracy_default_mean", "accuracy_default_sd", "accuracy_default_n", "accuracy_noaug_mean"} <= set(table.frame.columns)
+    assert table.frame.set_index("row").loc["natural_bal", "accuracy_noaug_mean"] == pytest.approx(67.0)
     text = "\n".join(table.verdicts)
-    assert "balanced beats unbalanced for natural [default]: **holds** (natural_bal 73.0 vs natural 69.0, +4.0 points)" in text
+    assert "balanced beats unbalanced for natural [default]: **holds** (mean paired difference +4.00 points, 95% CI [+4.00, +4.00], n = 3 paired seeds)" in text
     assert "balanced beats unbalanced for natural [noaug]: **does not hold**" in text
     assert "noise_bal < natural_bal in accuracy (balanced) [default]: **holds**" in text
-    assert "teacher" in inputs and "Teacher test accuracy 90.50%" in table.method
+    assert "teacher/metrics.json" in inputs and "Teacher test accuracy 90.50%" in table.method
 
 
 def test_table4_groups_bases_and_names_the_best_balancer(results):
@@ -118,11 +149,12 @@ def test_table4_groups_bases_and_names_the_best_balancer(results):
     assert list(table.frame["balancer"]) == ["none", "noise", "natural", "none", "natural"]
     assert table.frame["study (CIFAR-10) accuracy"].tolist() == [14.38, 31.03, 67.29, 40.46, 64.90]
     text = "\n".join(table.verdicts)
-    assert "every balancer beats the unbalanced noise base: **holds**" in text
-    assert "every balancer beats the unbalanced digits base: **does not hold**" in text
-    assert "natural data is the best balancer for noise: **holds**" in text
+    assert "balancing the noise base with noise beats the unbalanced base: **holds**" in text
+    assert "balancing the noise base with natural beats the unbalanced base: **holds**" in text
+    assert "balancing the digits base with natural beats the unbalanced base: **does not hold**" in text
+    assert "natural data balances the noise base better than noise: **holds**" in text
     markdown = render_markdown(table, params("table4", rows))
-    assert "| base | none | noise | natural |" in markdown and "67.00 (67.29)" in markdown
+    assert "| base | none | noise | natural |" in markdown and "68.00 ± 1.00 (67.29)" in markdown
 
 
 def test_table3_and_table5_verdicts(results):
@@ -130,11 +162,12 @@ def test_table3_and_table5_verdicts(results):
         results.set(name, even(6000), even(6000), distance=dist, accuracies={"noaug": acc, "default": acc})
     rows3 = [("A", "a", recipe(["a"], False)), ("A+B", "ab", recipe(["a", "b"])), ("B", "b", recipe(["b"], False)), ("B+A", "ba", recipe(["b", "a"]))]
     table3, _ = build_table(results.root, params("table3", rows3, variants=("noaug",)))
-    assert all("**holds**" in v for v in table3.verdicts) and table3.frame["study (CIFAR-10) accuracy"].tolist() == [40.46, 64.90, 66.94, 70.58]
+    assert all(c.verdict == "holds" for c in table3.claims) and table3.frame["study (CIFAR-10) accuracy"].tolist() == [40.46, 64.90, 66.94, 70.58]
     rows5 = [("noise", "a", recipe(["a"])), ("synthetic", "b", recipe(["b"])), ("natural", "ba", recipe(["b", "a"]))]
     table5, _ = build_table(results.root, params("table5", rows5))
     # b is closer than a but a... accuracy follows distance: a 40% at 30, b 55% at 24, ba 70% at 20
-    assert "**holds**" in table5.verdicts[0] and "natural 70.0% at 20.00" in table5.verdicts[0]
+    assert [c.verdict for c in table5.claims] == ["holds"] * 4
+    assert table5.claims[0].claim.startswith("the closer set is the better one: natural (distance 20.01) beats synthetic (24.01)")
 
 
 def test_class_frequencies_and_table9_with_the_study_counts(results):
@@ -163,21 +196,30 @@ def test_effective_classes():
 
 
 def test_written_tables_carry_provenance_and_agree(results, tmp_path):
-    results.set("s", even(6000), even(600), distance=12.5, accuracies={"default": 0.8})
-    p = params("table5", [("natural", "s", recipe(["x"]))])
+    results.set("s", even(6000), even(600), distance=12.5, accuracies={"default": [0.8, 0.7, 0.9]})
+    results.set("n", even(6000), even(600), distance=13.0, accuracies={"default": [0.5, 0.6, 0.4]})
+    p = params("table5", [("natural", "s", recipe(["x"])), ("noise", "n", recipe(["y"]))])
     out = tmp_path / "out"
-    write_table(results.root, p, out / "t.csv", out / "t.md", out / "t.json")
+    write_table(results.root, p, out / "t.csv", out / "t.md", out / "t.json", out / "t.tex")
     csv = pd.read_csv(out / "t.csv")
     record = json.loads((out / "t.json").read_text())
-    assert csv["accuracy"].tolist() == [80.0] and record["rows"][0]["accuracy"] == 80.0
-    assert record["provenance"]["stage"] == "table" and "students/s" in record["provenance"]["inputs"]
-    assert record["provenance"]["inputs"]["students/s"]["sha256"]
-    assert "Does the study's claim hold" in (out / "t.md").read_text()
+    assert csv["accuracy_mean"].tolist() == pytest.approx([80.0, 50.0]) and record["rows"][0]["accuracy_mean"] == pytest.approx(80.0)
+    assert csv["accuracy_sd"].tolist() == pytest.approx([10.0, 10.0]) and csv["accuracy_seed1"].tolist() == pytest.approx([70.0, 60.0])
+    assert record["seeds"] == [0, 1, 2]
+    claim = record["claims"][0]
+    assert set(claim) == {"claim", "difference_mean", "ci_low", "ci_high", "n", "verdict"}
+    assert claim["n"] == 3 and claim["difference_mean"] == pytest.approx(30.0)
+    inputs = record["provenance"]["inputs"]
+    assert inputs["students/s/seed2/metrics.json"]["sha256"] and "distance/n/seed0.json" in inputs
+    markdown = (out / "t.md").read_text()
+    assert "Does the study's claim hold" in markdown and "80.00 ± 10.00" in markdown and "n=3" in markdown
+    tex = (out / "t.tex").read_text()
+    assert r"\toprule" in tex and r"80.00 $\pm$ 10.00" in tex
 
 
 def test_missing_results_and_bad_params_are_named(results):
     results.set("s", even(6000), even(600), distance=1.0)  # no student metrics
-    with pytest.raises(DfkdError, match="students/s/metrics.json"):
+    with pytest.raises(DfkdError, match="students/s/seed0/metrics.json"):
         build_table(results.root, params("table5", [("natural", "s", recipe(["x"]))]))
     with pytest.raises(DfkdError, match="unknown study table 'table7'"):
         build_table(results.root, params("table7", [("natural", "s", recipe(["x"]))]))
@@ -204,4 +246,4 @@ def test_a_table_whose_rows_test_no_claim_says_so(results):
     results.teacher(0.9)
     results.set("noise", even(6000), even(6000), distance=1.0, accuracies={"default": 0.2})
     table, _ = build_table(results.root, params("main", [("noise", "noise", recipe(["noise"], False))]))
-    assert table.verdicts == ["the study's claims for this table: **not measured** (its rows lack the pairs the claims compare; see the row names in config.yaml)"]
+    assert table.claims == [] and table.verdicts == ["the study's claims for this table: **not measured** (its rows lack the pairs the claims compare; see the row names in config.yaml)"]

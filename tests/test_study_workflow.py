@@ -74,15 +74,19 @@ def test_every_table_has_its_rows_and_numbers_from_the_metrics_files(study_run):
         else:
             assert list(csv["row"]) == rows
         assert record["verdicts"] and all(line in markdown for line in record["verdicts"])
-        assert set(record["provenance"]["inputs"]) >= {f"counts/{s}" for s in spec["rows"].values()}
+        assert set(record["provenance"]["inputs"]) >= {f"transfer/{s}/seed0.counts.csv" for s in spec["rows"].values()}
+        assert (target / "tables" / f"{table}.tex").read_text().startswith("\\begin{table}")
+        if table in ("main", "table1", "table2", "table5"):
+            assert (target / "figures" / f"{table}.png").stat().st_size > 1000
     main = pd.read_csv(target / "tables" / "main.csv").set_index("row")
     for set_name in ("real", "noise", "natural_bal"):
-        aug = json.loads((target / "students" / set_name / "metrics.json").read_text())["test_accuracy"]
-        noaug = json.loads((target / "students" / f"{set_name}.noaug" / "metrics.json").read_text())
-        assert main.loc[set_name, "accuracy_default"] == pytest.approx(100 * aug)
-        assert main.loc[set_name, "accuracy_noaug"] == pytest.approx(100 * noaug["test_accuracy"])
-        distance = json.loads((target / "distance" / f"{set_name}.json").read_text())["hausdorff"]
-        assert main.loc[set_name, "hausdorff"] == pytest.approx(distance)
+        aug = json.loads((target / "students" / set_name / "seed0" / "metrics.json").read_text())["test_accuracy"]
+        noaug = json.loads((target / "students" / f"{set_name}.noaug" / "seed0" / "metrics.json").read_text())
+        assert main.loc[set_name, "accuracy_default_mean"] == pytest.approx(100 * aug)
+        assert main.loc[set_name, "accuracy_noaug_seed0"] == pytest.approx(100 * noaug["test_accuracy"])
+        assert main.loc[set_name, "accuracy_noaug_n"] == 1
+        distance = json.loads((target / "distance" / set_name / "seed0.json").read_text())["hausdorff"]
+        assert main.loc[set_name, "hausdorff_mean"] == pytest.approx(distance)
     table1 = pd.read_csv(target / "tables" / "table1.csv")
     assert table1["classes"].tolist() == [2, 4] and table1["size"].tolist() == [100, 100]
     assert "study (CIFAR-10) accuracy" in table1.columns
@@ -92,10 +96,10 @@ def test_every_table_has_its_rows_and_numbers_from_the_metrics_files(study_run):
 
 def test_the_noaug_variant_trains_without_augmentation_on_cached_logits(study_run):
     workdir, _ = study_run
-    metrics = json.loads((workdir / "results" / "fmnist" / "students" / "noise.noaug" / "metrics.json").read_text())
+    metrics = json.loads((workdir / "results" / "fmnist" / "students" / "noise.noaug" / "seed0" / "metrics.json").read_text())
     student = metrics["provenance"]["config"]["student"]
     assert not student["augment"]["flip"] and student["augment"]["translate"] == 0
-    default = json.loads((workdir / "results" / "fmnist" / "students" / "noise" / "metrics.json").read_text())
+    default = json.loads((workdir / "results" / "fmnist" / "students" / "noise" / "seed0" / "metrics.json").read_text())
     assert default["provenance"]["config"]["student"]["augment"]["flip"] is True
 
 
@@ -104,7 +108,7 @@ def test_report_holds_every_table(study_run):
     snakemake(workdir, "--report", "report.html", "all_tables")
     html = (workdir / "report.html").read_text(errors="replace")
     assert len(html) > 10000
-    for name in ("Study tables", "table1.csv", "table9.csv", "class_counts_natural_bal.png", "summary.csv"):
+    for name in ("Study tables", "Study figures", "table1.csv", "table9.csv", "main.png", "class_counts_natural_bal.png", "summary.csv"):
         assert name in html, name
     assert snakemake(workdir, "-n", "all_tables").stdout.count("Nothing to be done") == 1
 
@@ -123,11 +127,11 @@ def test_tables_are_audited_and_go_stale_when_a_student_is_edited(study_run, tmp
         return {entry["path"].split("results/", 1)[-1]: entry["status"] for entry in json.loads(result.stdout)}
 
     assert audit()["fmnist/tables/table5.json"] == "ok"
-    metrics = copy / "results" / "fmnist" / "students" / "noise" / "metrics.json"
+    metrics = copy / "results" / "fmnist" / "students" / "noise" / "seed0" / "metrics.json"
     record = json.loads(metrics.read_text())
     record["test_accuracy"] = 0.99  # a hand edit
     metrics.write_text(json.dumps(record))
     status = audit()
-    assert status["fmnist/students/noise/metrics.json"] == "modified"
+    assert status["fmnist/students/noise/seed0/metrics.json"] == "modified"
     assert status["fmnist/tables/table5.json"] == "stale" and status["fmnist/tables/main.json"] == "stale"
     assert status["fmnist/tables/table3.json"] == "ok"  # reads noise.noaug, not the edited run

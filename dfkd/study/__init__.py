@@ -12,3 +12,10 @@ whether it holds in our measurement.
 TABLE_NAMES = ("main", "table1", "table2", "table3", "table4", "table5", "class_frequencies", "table9")
 TABLES_WITH_STUDENTS = ("main", "table1", "table2", "table3", "table4", "table5")
 TABLES_WITH_DISTANCES = TABLES_WITH_STUDENTS
+FIGURE_TABLES = ("main", "table1", "table2", "table5")  # error-bar figures (dfkd.study.figures)
+# The metrics of dfkd.quality, each with a scatter figure of the `quality` table
+QUALITY_METRICS = (
+    "effective_classes", "fill", "mean_confidence", "mean_margin", "soft_effective_classes",
+    "within_class_spread", "feature_spread",
+    "hausdorff", "average_hausdorff", "partial_hausdorff", "frechet", "coverage",
+)

@@ -1,0 +1,38 @@
+"""Where a target's replicated artifacts live (relative to `results/{target}/`).
+
+A replicate is one seed of a transfer set or a run. Seed k's transfer set, its class counts and
+its distance, and seed k's student of a run, each have their own file, so that every replicate
+is an ordinary job with its own provenance (audit, lineage and incremental re-runs work per
+seed), and adding a seed adds only its own files:
+
+    transfer/{set}/seed{k}.parquet, transfer/{set}/seed{k}.counts.csv
+    distance/{set}/seed{k}.json
+    students/{run}/seed{k}/model.pt, metrics.json, log.csv, checkpoint.pt
+
+The Snakemake rules (rules/common.smk) and the tables' readers both use these functions.
+"""
+from __future__ import annotations
+
+
+def manifest(set_name: str, seed: int | str) -> str:
+    return f"transfer/{set_name}/seed{seed}.parquet"
+
+
+def counts(set_name: str, seed: int | str) -> str:
+    return f"transfer/{set_name}/seed{seed}.counts.csv"
+
+
+def distance(set_name: str, seed: int | str) -> str:
+    return f"distance/{set_name}/seed{seed}.json"
+
+
+def student_dir(run: str, seed: int | str) -> str:
+    return f"students/{run}/seed{seed}"
+
+
+def student_metrics(run: str, seed: int | str) -> str:
+    return f"{student_dir(run, seed)}/metrics.json"
+
+
+def student_log(run: str, seed: int | str) -> str:
+    return f"{student_dir(run, seed)}/log.csv"
