@@ -117,6 +117,14 @@ def cmd_train_teacher(args) -> None:
                   fresh_on_mismatch=True, min_accuracy=threshold)
 
 
+def cmd_import_teacher(args) -> None:
+    from dfkd.teacher import DEFAULT_MIN_ACCURACY, import_teacher
+
+    threshold = args.min_accuracy if args.min_accuracy is not None else DEFAULT_MIN_ACCURACY
+    import_teacher(Path(args.file), _json_arg(args.params), Path(args.out_dir),
+                   Path(args.test) if args.test else None, min_accuracy=threshold)
+
+
 def cmd_features(args) -> None:
     from dfkd.features import extract_features
 
@@ -158,7 +166,7 @@ def cmd_distill(args) -> None:
     distill_student(
         Path(args.teacher), Path(args.manifest), files_by_source(args.data),
         files_by_source(args.features) if args.features else None,
-        Path(args.test), _json_arg(args.params), Path(args.out_dir), fresh_on_mismatch=True,
+        Path(args.test) if args.test else None, _json_arg(args.params), Path(args.out_dir), fresh_on_mismatch=True,
     )
 
 
@@ -322,6 +330,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "0..1 (default: the params' teacher.min_accuracy, else 0.5)")
     p.set_defaults(func=cmd_train_teacher)
 
+    p = sub.add_parser("import-teacher", help="a pretrained teacher from a file (teacher.load): teacher/model.pt, metrics.json")
+    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--file", required=True, help="the teacher file (state_dict, checkpoint, TorchScript or .pt2)")
+    p.add_argument("--params", required=True, help="JSON: the target's model I/O, `target` (its name) and `load` block")
+    p.add_argument("--test", help="test data (HDF5 from `prepare`) to measure its accuracy (default: none)")
+    p.add_argument("--out-dir", required=True, help="folder for model.pt and metrics.json")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--min-accuracy", type=_fraction, help="warn (stderr, metrics.json) below this test accuracy, "
+                                                           "0..1 (default: 0.5)")
+    p.set_defaults(func=cmd_import_teacher)
+
     p = sub.add_parser("features", help="teacher features and logits of a data file")
     p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice, usually all cores)")
     p.add_argument("--model", required=True, help="teacher model file (teacher/model.pt)")
@@ -371,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True, help="data files of the set's sources (stem = source)")
     p.add_argument("--features", nargs="*", help="features files (stem = source), for cached teacher logits "
                                                  "(default: none; the teacher runs online)")
-    p.add_argument("--test", required=True, help="the target's test data (data/test.h5)")
+    p.add_argument("--test", help="the target's test data (data/test.h5); without it the student is scored by its "
+                                  "agreement with the teacher on 10%% of the transfer rows, held out")
     p.add_argument("--params", required=True, help="JSON: the target's model I/O and student block (+ variant keys)")
     p.add_argument("--out-dir", required=True, help="run folder for model.pt, metrics.json, log.csv, checkpoint.pt")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)

@@ -108,7 +108,7 @@ def _semantic_errors(config: dict) -> list[str]:
         for name, target in config["targets"].items():
             problems.extend(merge_variant(target["student"], overrides, f"variants.{variant} (on targets.{name}.student)")[1])
     blocks = {f"sources.{name}": block for name, block in config["sources"].items()}
-    blocks.update({f"targets.{name}.dataset": t["dataset"] for name, t in config["targets"].items()})
+    blocks.update({f"targets.{name}.dataset": t["dataset"] for name, t in config["targets"].items() if "dataset" in t})
     for where, block in blocks.items():
         try:
             schema = source_arg_schema(block["kind"])
@@ -183,6 +183,22 @@ def prepare_slice(config: Mapping, target_name: str, source: str) -> dict:
     return {"source": source_block(config, target_name, source), "split": split, **target_spec_slice(target)}
 
 
+def target_splits(config: Mapping, target_name: str) -> list[str]:
+    """The splits of its dataset a target has (`splits`; a teacher from outside may need none)."""
+    return list(config["targets"][target_name].get("splits", TARGET_SPLITS))
+
+
+def loads_teacher(config: Mapping, target_name: str) -> bool:
+    """Whether the target's teacher comes from a file (`teacher.load`) instead of training."""
+    return "load" in config["targets"][target_name]["teacher"]
+
+
+def import_slice(config: Mapping, target_name: str) -> dict:
+    """What importing a teacher from outside reads: the target's model I/O and the `load` block."""
+    target = config["targets"][target_name]
+    return {**model_io_slice(target), "target": target_name, "load": dict(target["teacher"]["load"])}
+
+
 def teacher_slice(config: Mapping, target_name: str) -> dict:
     target = config["targets"][target_name]
     # min_accuracy only sets when the teacher's results warn: changing it must not retrain
@@ -235,9 +251,13 @@ def replicate_seeds(config: Mapping) -> list[int]:
 
 
 def target_sets(config: Mapping, target_name: str) -> list[str]:
-    """The transfer sets a target builds, in config order."""
+    """The transfer sets a target builds, in config order. Without `sets`, every set that draws
+    only on splits the target has (a target without a train split has no `real` set)."""
     chosen = config["targets"][target_name].get("sets")
-    return [name for name in config["transfer_sets"] if chosen is None or name in chosen]
+    if chosen is not None:
+        return [name for name in config["transfer_sets"] if name in chosen]
+    lacking = set(TARGET_SPLITS) - set(target_splits(config, target_name))
+    return [name for name, recipe in config["transfer_sets"].items() if not lacking & set(recipe["sources"])]
 
 
 def assemble_slice(config: Mapping, target_name: str, set_name: str, seed: int = 0) -> dict:
@@ -268,7 +288,7 @@ def study_table_slice(config: Mapping, target_name: str, table: str) -> dict:
     return {
         "target": target_name,
         "table": table,
-        "dataset": study_dataset(target["dataset"]),
+        "dataset": study_dataset(target.get("dataset", {})),
         "num_classes": target["num_classes"],
         "per_class": target.get("per_class"),
         "total": target.get("total"),

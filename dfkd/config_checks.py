@@ -30,8 +30,13 @@ def built_targets(config: Mapping[str, Any]) -> list[str]:
 
 
 def _sets_of(config: Mapping[str, Any], target_name: str) -> list[str]:
-    chosen = config["targets"][target_name].get("sets")
-    return [name for name in config["transfer_sets"] if chosen is None or name in chosen]
+    from dfkd.config import target_sets
+
+    return target_sets(config, target_name)
+
+
+def _splits_of(target: Mapping[str, Any]) -> list[str]:
+    return list(target.get("splits", SPLITS))
 
 
 # ---------------------------------------------------------------------------- cross-field
@@ -39,8 +44,19 @@ def cross_field_errors(config: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     for name, target in config["targets"].items():
         problems += _target_errors(name, target)
+        problems += _teacher_load_errors(name, target)
         for set_name in _sets_of(config, name):
             problems += _recipe_errors(set_name, config["transfer_sets"][set_name], name, target)
+            lacking = [s for s in config["transfer_sets"][set_name]["sources"] if s in SPLITS and s not in _splits_of(target)]
+            if lacking:
+                problems.append(
+                    f"targets.{name}.sets: '{set_name}' draws on the {lacking[0]} split, which targets.{name} does not "
+                    f"have (splits: {_splits_of(target)}); leave '{set_name}' out of targets.{name}.sets"
+                )
+    for name in config.get("study", {}).get("targets", []):
+        if name in config["targets"] and "test" not in _splits_of(config["targets"][name]):
+            problems.append(f"study.targets: '{name}' has no test split, and the study's tables compare test "
+                            "accuracies; leave it out of study.targets")
     for name, recipe in config["transfer_sets"].items():
         problems += _recipe_only_errors(name, recipe)
     for variant, overrides in config["variants"].items():
@@ -59,9 +75,34 @@ def _dataset_classes(block: Mapping[str, Any]) -> int | None:
     return None
 
 
-def _target_errors(name: str, target: Mapping[str, Any]) -> list[str]:
+def _teacher_load_errors(name: str, target: Mapping[str, Any]) -> list[str]:
+    """A teacher from outside (`teacher.load`): what its block and the target's splits need."""
+    where, teacher = f"targets.{name}.teacher", target["teacher"]
+    if "load" in target["student"]:
+        return [f"targets.{name}.student.load: applies to teachers only (targets.{name}.teacher.load)"]
+    if "load" not in teacher:
+        if "train" not in _splits_of(target):
+            return [f"{where}: targets.{name} has no train split to train its teacher on; give teacher.load "
+                    f"(a pretrained teacher file) or add train to targets.{name}.splits"]
+        return []
+    from dfkd.models import MODELS
+
+    load, problems = teacher["load"], []
+    if "arch" in teacher:
+        problems.append(f"{where}.arch: not used with teacher.load; name the architecture in {where}.load.arch")
+    if load["format"] in ("state_dict", "torchvision") and "arch" not in load:
+        problems.append(f"{where}.load.arch: format {load['format']} needs the architecture's name")
+    if load["format"] == "state_dict" and load.get("arch", next(iter(MODELS))) not in MODELS:
+        problems.append(f"{where}.load.arch: '{load['arch']}' is not a dfkd architecture (known: {sorted(MODELS)}); "
+                        "for a torchvision model set format: torchvision")
+    if load["format"] in ("torchscript", "export") and "layer" in load:
+        problems.append(f"{where}.load.layer: format {load['format']} gives no layers; drop layer (features are then "
+                        "the logits) or give the weights as format state_dict or torchvision")
+    return problems
+
+
+def _dataset_errors(name: str, target: Mapping[str, Any], dataset: Mapping[str, Any]) -> list[str]:
     problems = []
-    dataset = target["dataset"]
     if dataset["kind"] in UNLABELLED_KINDS or (dataset["kind"] == "imagefolder" and dataset.get("labels") == "none"):
         problems.append(
             f"targets.{name}.dataset: kind '{dataset['kind']}'{' with labels: none' if dataset['kind'] == 'imagefolder' else ''} "
@@ -74,6 +115,16 @@ def _target_errors(name: str, target: Mapping[str, Any]) -> list[str]:
             f"targets.{name}.num_classes: {target['num_classes']}, but its dataset "
             f"({dataset.get('name', dataset['kind'])}) has {classes} classes; set num_classes: {classes}"
         )
+    return problems
+
+
+def _target_errors(name: str, target: Mapping[str, Any]) -> list[str]:
+    problems = []
+    dataset = target.get("dataset")
+    if dataset is None and _splits_of(target):
+        problems.append(f"targets.{name}.dataset: required for the splits {_splits_of(target)}; give the dataset, or "
+                        f"set targets.{name}.splits: [] (with a teacher from outside, teacher.load)")
+    problems += _dataset_errors(name, target, dataset) if dataset is not None else []
     if "min_accuracy" in target["student"]:
         problems.append(f"targets.{name}.student.min_accuracy: applies to teachers only (targets.{name}.teacher.min_accuracy)")
     for role in ("teacher", "student"):
@@ -139,7 +190,13 @@ def data_errors(config: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     checked: set[str] = set()
     for name in built_targets(config):
-        problems += _block_data_errors(f"targets.{name}.dataset", config["targets"][name]["dataset"], SPLITS)
+        target = config["targets"][name]
+        if _splits_of(target):
+            problems += _block_data_errors(f"targets.{name}.dataset", target["dataset"], tuple(_splits_of(target)))
+        load = target["teacher"].get("load")
+        if load is not None and not Path(load["path"]).is_file():
+            problems.append(f"targets.{name}.teacher.load.path: teacher file {_where_relative(Path(load['path']))} "
+                            "not found; put the teacher there or fix the path")
         for set_name in _sets_of(config, name):
             for source in config["transfer_sets"][set_name]["sources"]:
                 if source in SPLITS or source in checked or source not in config["sources"]:

@@ -32,6 +32,15 @@ from dfkd.training import (
 )
 
 _BLOCK = 4096  # rows read at a time when gathering from HDF5 (the writers' chunk length)
+HELDOUT_SHARE = 0.1  # without a test split: the share of transfer rows held out to score agreement
+
+
+def heldout_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, held-out rows) of an n-row manifest: the last HELDOUT_SHARE of a seeded
+    permutation is held out (at least one row, and one left to train on), each part sorted."""
+    held = min(max(1, int(round(HELDOUT_SHARE * n))), n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[: n - held]), np.sort(order[n - held:])
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -124,7 +133,7 @@ def distill_student(
     manifest: Path,
     data_files: Mapping[str, Path],
     feature_files: Mapping[str, Path] | None,
-    test_h5: Path,
+    test_h5: Path | None,
     target: Mapping[str, Any],
     out_dir: Path,
     *,
@@ -135,7 +144,9 @@ def distill_student(
 
     `manifest` lists (source, index, label) rows; `data_files[source]` holds their images and
     `feature_files[source]` (optional) the teacher's logits. Resumes from out_dir/checkpoint.pt;
-    `on_step` and `fresh_on_mismatch` as in train_teacher.
+    `on_step` and `fresh_on_mismatch` as in train_teacher. Without `test_h5` (a target without a
+    test split) the student is scored by its agreement with the teacher's labels on held-out
+    transfer rows (`heldout_rows`, never trained on): `teacher_agreement` replaces `test_accuracy`.
     """
     # 1. config, teacher, the transfer set's sources
     out_dir = Path(out_dir)
@@ -154,12 +165,13 @@ def distill_student(
     cached = not augmenting and feature_files is not None
     if cached and any(source not in feature_files for source in sources):
         raise DfkdError(f"no feature file given for sources {[s for s in sources if s not in feature_files]}.")
-    inputs = {"teacher": teacher_path, "manifest": manifest, "test": test_h5,
+    inputs = {"teacher": teacher_path, "manifest": manifest, **({"test": test_h5} if test_h5 is not None else {}),
               **{f"data/{source}": data_files[source] for source in sources},
               **({f"features/{source}": feature_files[source] for source in sources} if cached else {})}
     teacher_logits = "cached" if cached else "per_view" if views else "online"
-    provenance = make_provenance("distill", {"target": spec, "student": cfg, "teacher_logits": teacher_logits},
-                                 inputs, cfg["seed"])
+    heldout = {} if test_h5 is not None else {"heldout_share": HELDOUT_SHARE}
+    provenance = make_provenance("distill", {"target": spec, "student": cfg, "teacher_logits": teacher_logits,
+                                             **heldout}, inputs, cfg["seed"])
     identity = {"stage": "distill", "arch": cfg["arch"], "config": provenance["config"],
                 "inputs": {role: entry["sha256"] for role, entry in provenance["inputs"].items()}}
 
@@ -173,7 +185,12 @@ def distill_student(
     for source, rows in rows_of.items():
         images[rows] = gather_rows(data_files[source], "images", index[rows], (C, S, S), ("uint8",))
     images = torch.from_numpy(images).to(device)  # (M, C, S, S) uint8
-    test_x, test_y = load_split(test_h5, spec, device)
+    if test_h5 is not None:
+        test_x, test_y = load_split(test_h5, spec, device)
+    else:  # score agreement with the teacher's labels on rows the student never sees
+        keep, held = heldout_rows(len(frame), cfg["seed"])
+        test_x = images[torch.from_numpy(held).to(device)]  # (H, C, S, S)
+        test_y = torch.from_numpy(frame["label"].to_numpy()[held].astype(np.int64)).to(device)  # (H,)
     teacher = teacher.to(device).requires_grad_(False).to(memory_format=torch.channels_last)
     t_mean, t_std = record["mean"], record["std"]
     logits = None  # (M, K) float32 when fixed per row
@@ -189,6 +206,9 @@ def distill_student(
         logits = predict_view_logits(teacher, images, views, t_mean, t_std, cfg["amp"])  # (M, V, K)
     elif not augmenting:
         logits = predict_logits(teacher, images, t_mean, t_std, cfg["amp"])
+    if test_h5 is None:
+        rows = torch.from_numpy(keep).to(device)
+        images, logits = images[rows], None if logits is None else logits[rows]
 
     # 3. student, loader, loss
     mean, std, T = spec["mean"], spec["std"], cfg["temperature"]
@@ -209,19 +229,32 @@ def distill_student(
     save_torch(out_dir / "model.pt", model_record(student, cfg["arch"], C, K, S, mean, std, provenance))
     write_log_csv(out_dir / "log.csv", result.log)
     best = max(result.log, key=lambda row: row["test_accuracy"])
+    if test_h5 is None:
+        scores = {
+            "teacher_agreement": result.last_eval["accuracy"],
+            "per_class_agreement": result.last_eval["per_class"],
+            "heldout_rows": int(len(held)),
+            "evaluation": f"no test split: agreement of the student's top-1 class with the teacher's label on "
+                          f"{len(held)} held-out transfer rows ({HELDOUT_SHARE:.0%}, seed {cfg['seed']}, never "
+                          "trained on); log.csv's test_accuracy column holds this agreement",
+        }
+    else:
+        scores = {
+            "test_accuracy": result.last_eval["accuracy"],
+            "per_class_accuracy": result.last_eval["per_class"],
+            "best_epoch_accuracy": best["test_accuracy"],
+            "best_epoch": best["epoch"],
+            "best_epoch_note": "best_epoch and best_epoch_accuracy are selected on the test set (optimistic); "
+                               "test_accuracy, after the last epoch, is the headline",
+            "teacher_test_accuracy": evaluate(teacher, test_x, test_y, t_mean, t_std, K, cfg["amp"])["accuracy"],
+        }
     metrics = {
-        "test_accuracy": result.last_eval["accuracy"],
-        "per_class_accuracy": result.last_eval["per_class"],
-        "best_epoch_accuracy": best["test_accuracy"],
-        "best_epoch": best["epoch"],
-        "best_epoch_note": "best_epoch and best_epoch_accuracy are selected on the test set (optimistic); "
-                           "test_accuracy, after the last epoch, is the headline",
-        "teacher_test_accuracy": evaluate(teacher, test_x, test_y, t_mean, t_std, K, cfg["amp"])["accuracy"],
+        **scores,
         "arch": cfg["arch"],
         "parameters": count_parameters(student),
         "temperature": T,
         "epochs": cfg["epochs"],
-        "transfer_rows": len(frame),
+        "transfer_rows": len(frame) if test_h5 is not None else int(len(keep)),
         "transfer_rows_by_source": {source: len(rows) for source, rows in rows_of.items()},
         "teacher_logits": teacher_logits,
         "seconds": result.wall_seconds,

@@ -1,7 +1,8 @@
 """Stage `features`: the teacher's penultimate features and logits for every image of a source.
 
 Input: `teacher/model.pt` and `data/{source}.h5`. Output: `features/{source}.h5` with
-`features` float32 [N, D], `logits` float32 [N, K] and, where the data has them, the
+`features` float32 [N, D] (for a teacher from outside without a known penultimate layer, the
+logits; provenance `config.features` says which), `logits` float32 [N, K] and, where the data has them, the
 ground-truth `labels`. Images are streamed in chunks, so memory stays bounded by
 `batch_size` whatever the source's size.
 """
@@ -36,8 +37,10 @@ def extract_features(model_path: Path, data_path: Path, out: Path, batch_size: i
     model, record = load_model(model_path)
     model = model.to(device).eval()
     spec = (record["in_channels"], record["image_size"], record["image_size"])
+    # a teacher from outside may give its logits (or a named layer) as features: the file says so
+    kind = {"features": record["features"]} if record.get("features", "penultimate") != "penultimate" else {}
     provenance = make_provenance(
-        "features", {"batch_size": batch_size}, inputs={"teacher": model_path, "data": data_path}
+        "features", {"batch_size": batch_size, **kind}, inputs={"teacher": model_path, "data": data_path}
     )
     with open_h5(data_path) as source:
         images = h5_dataset(source, "images")

@@ -21,6 +21,13 @@ from dfkd.replicates import ReplicateReader, display_frame, family_claims, read_
 
 SET_COLUMNS = ["transfer_set", "sources", "balanced", "size", "min_class", "max_class", "short_classes"]
 REPLICATED = ["accuracy", "hausdorff", "directed_set_to_train", "directed_train_to_set"]
+SCORE_TEXT = {
+    "accuracy": "Student accuracy is the final epoch's test accuracy in percent; ",
+    "teacher_agreement": "No test split: teacher_agreement is the share (percent) of held-out transfer rows "
+                         "(10% of each set, never trained on) where the final student's class is the teacher's; ",
+}
+DISTANCE_TEXT = "distances are exact Hausdorff distances in the teacher's penultimate feature space; "
+NO_DISTANCE_TEXT = "no train split, so no distances to the training data (quality/{set}.json holds the data-free scores); "
 DISTANCE_KEYS = {"hausdorff": "hausdorff", "directed_set_to_train": "directed_ab", "directed_train_to_set": "directed_ba"}
 
 
@@ -35,16 +42,38 @@ def set_columns(recipe: Mapping, counts: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def agreements(reader: ReplicateReader, set_name: str) -> dict[int, float]:
+    """seed -> the default student's agreement with the teacher on held-out transfer rows, in
+    percent (a target without a test split; dfkd.distill)."""
+    from dfkd import layout
+    from dfkd.artifacts import read_json
+
+    values = {}
+    for seed in reader.seeds:
+        path = reader._note(layout.student_metrics(set_name, seed))
+        metrics = read_json(path)
+        if "teacher_agreement" not in metrics:
+            raise DfkdError(f"{path} lacks teacher_agreement; re-run its distill job (the target has no test split).")
+        values[seed] = 100.0 * float(metrics["teacher_agreement"])
+    return values
+
+
 def summary_rows(reader: ReplicateReader, sets: Mapping[str, Mapping], distilled: list[str],
-                 order: list[str] | None = None) -> pd.DataFrame:
-    """One row per transfer set, in `order` (the config's; params JSON sorts its keys)."""
+                 order: list[str] | None = None, *, score: str = "accuracy", distances: bool = True) -> pd.DataFrame:
+    """One row per transfer set, in `order` (the config's; params JSON sorts its keys). `score`
+    'teacher_agreement' (no test split) replaces accuracy; `distances` False (no train split)
+    leaves the distance columns out."""
     rows = []
     for name in order or list(sets):
         counts = reader.counts(name)
         record = {"transfer_set": name, **set_columns(sets[name], counts),
                   "short_classes": int(counts["short"].sum()) if "short" in counts else None}
-        record.update(replicate_columns("accuracy", reader.accuracies(name, "default") if name in distilled else {}))
-        for column, key in DISTANCE_KEYS.items():
+        if name not in distilled:
+            values = {}
+        else:
+            values = agreements(reader, name) if score == "teacher_agreement" else reader.accuracies(name, "default")
+        record.update(replicate_columns(score, values))
+        for column, key in DISTANCE_KEYS.items() if distances else ():
             record.update(replicate_columns(column, reader.distances(name, key)))
         rows.append(record)
     return pd.DataFrame(rows)
@@ -70,8 +99,14 @@ def teacher_line(teacher: Mapping[str, Any], min_accuracy: float | None = None) 
     recorded when it was trained, when the summary is given no threshold)."""
     from dfkd.teacher import teacher_warning
 
+    if teacher.get("test_accuracy") is None:  # a teacher from outside, on a target without a test split
+        return (f"Teacher: {teacher.get('arch', '?')} from {teacher.get('teacher_file', 'a file')} "
+                f"({teacher.get('format', '?')}; sha256 {str(teacher.get('teacher_sha256', '?'))[:12]}); no test "
+                "split, so no test accuracy.")
+    origin = (f"loaded from {teacher.get('teacher_file')}" if "format" in teacher
+              else f"{teacher.get('epochs', '?')} epochs")
     line = (f"Teacher test accuracy: {100 * teacher['test_accuracy']:.2f}% "
-            f"({teacher.get('epochs', '?')} epochs; one teacher, fixed across seeds).")
+            f"({origin}; one teacher, fixed across seeds).")
     warning = teacher_warning(teacher, min_accuracy) if min_accuracy is not None else teacher.get("warning")
     if warning:
         line += f"\n\n**WARNING: {warning}**"
@@ -102,20 +137,21 @@ def build_summary(target_dir: Path, params: Mapping, out_csv: Path, out_md: Path
     seeds = [int(s) for s in params.get("seeds", [0])]
     reader = ReplicateReader(Path(target_dir), seeds)
     teacher = reader.teacher()
-    frame = summary_rows(reader, params["sets"], list(params["distilled"]), params.get("order"))
+    score, distances = params.get("score", "accuracy"), params.get("distances", True)
+    frame = summary_rows(reader, params["sets"], list(params["distilled"]), params.get("order"),
+                         score=score, distances=distances)
     with atomic_path(out_csv) as tmp:
         frame.to_csv(tmp, index=False)
     rows = {r["transfer_set"]: r for r in frame.to_dict("records")}
-    claims = family_claims(rows, "accuracy", seeds)
+    claims = family_claims(rows, score, seeds)
     text = io.StringIO()
     text.write(f"# {params['target']}: students distilled on each transfer set\n\n")
     text.write(f"{teacher_line(teacher, params.get('teacher_min_accuracy'))} Seeds: {', '.join(map(str, seeds))} (each seed re-draws the "
                "transfer set's random picks and the student's initial weights, shuffling and augmentation). "
-               "Student accuracy is the final epoch's test accuracy in percent; distances are exact "
-               "Hausdorff distances in the teacher's penultimate feature space; size and class counts "
+               f"{SCORE_TEXT[score]}{DISTANCE_TEXT if distances else NO_DISTANCE_TEXT}size and class counts "
                f"are seed {seeds[0]}'s. Every value is mean ± sample sd over the seeds; the CSV keeps "
                "each seed's value.\n\n")
-    text.write(markdown_table(display_frame(frame, REPLICATED, {"accuracy": 2, "hausdorff": 2})))
+    text.write(markdown_table(display_frame(frame, [score, *REPLICATED[1:]], {score: 2, "hausdorff": 2})))
     if claims:
         text.write("\nThe study's claims, decided from paired seeds (95% Student's t interval of the "
                    "mean paired difference):\n\n")

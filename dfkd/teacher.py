@@ -1,5 +1,8 @@
 """Teacher training: data/train.h5 + data/test.h5 -> teacher/{model.pt, metrics.json, log.csv}.
 
+`import_teacher` instead takes a pretrained teacher from a file (config `teacher.load`) and
+writes teacher/{model.pt, metrics.json} (dfkd.models.external).
+
 Cross-entropy on the target's labelled training data, with the `teacher` block of the target
 config (arch, epochs, batch_size, optimizer, schedule, augment, seed, amp). Resumable from
 teacher/checkpoint.pt (see dfkd.training.fit).
@@ -14,7 +17,7 @@ from torch.nn import functional as F
 
 from dfkd.artifacts import save_torch, write_json
 from dfkd.models import count_parameters, model_record
-from dfkd.provenance import make_provenance
+from dfkd.provenance import make_provenance, provenance_json
 from dfkd.training import (
     TensorLoader, describe_device, evaluate, fit, init_model, load_split, pick_device, prepare_batch,
     target_spec, training_config, write_log_csv,
@@ -104,5 +107,67 @@ def train_teacher(
     if warning is not None:
         metrics["warning"] = warning
         print(f"\n{'!' * 80}\nWARNING: {warning}\n{'!' * 80}", file=sys.stderr, flush=True)
+    write_json(out_dir / "metrics.json", metrics, provenance)
+    return metrics
+
+
+# ---------------------------------------------------------------------------- teachers from outside
+def import_teacher(
+    teacher_file: Path,
+    params: Mapping[str, Any],
+    out_dir: Path,
+    test_h5: Path | None = None,
+    min_accuracy: float = DEFAULT_MIN_ACCURACY,
+) -> dict[str, Any]:
+    """A pretrained teacher (params `load`, see dfkd.models.external) -> out_dir/model.pt, metrics.json.
+
+    The model is checked on one zero batch of the target's shape; with `test_h5` its test
+    accuracy is measured (and warned about below `min_accuracy`), else `test_accuracy` is None.
+    Provenance records the teacher file's sha256 (input `teacher_file`).
+    """
+    from dfkd.models import build_model
+    from dfkd.models.external import check_against_target, model_from_record, record_fields
+
+    out_dir, teacher_file = Path(out_dir), Path(teacher_file)
+    load, spec = params["load"], target_spec(params)
+    inputs = {"teacher_file": teacher_file, **({"test": test_h5} if test_h5 is not None else {})}
+    provenance = make_provenance("teacher", {"target": spec, "load": load}, inputs)
+    fields = record_fields(load, teacher_file)
+    K, mean, std = spec["num_classes"], spec["mean"], spec["std"]
+    record = {"in_channels": int(spec["channels"]), "num_classes": int(K), "image_size": int(spec["image_size"]),
+              "mean": [float(m) for m in mean], "std": [float(s) for s in std], **fields}
+    if "format" in record:
+        model = model_from_record(record, str(teacher_file))
+    else:  # a registry architecture's weights: the ordinary dfkd model file
+        from dfkd.models.external import _fit_weights
+
+        model = _fit_weights(build_model(record["arch"], spec["channels"], K, spec["image_size"]),
+                             record["state_dict"], teacher_file,
+                             f"arch '{record['arch']}' at the target's {spec['channels']}x{spec['image_size']}x"
+                             f"{spec['image_size']} images and {K} classes")
+        record["state_dict"] = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    model.eval()
+    feature_dim = check_against_target(model, spec, str(teacher_file), params.get("target", "X"))
+    metrics: dict[str, Any] = {
+        "test_accuracy": None,
+        "arch": record["arch"],
+        "format": load["format"],
+        "features": record.get("features", "penultimate"),
+        "feature_dim": feature_dim,
+        "parameters": count_parameters(model),
+        "teacher_file": str(teacher_file),
+        "teacher_sha256": provenance["inputs"]["teacher_file"]["sha256"],
+    }
+    if test_h5 is not None:
+        device = pick_device()
+        test_x, test_y = load_split(test_h5, spec, device)
+        result = evaluate(model.to(device), test_x, test_y, mean, std, K, False)
+        metrics.update(test_accuracy=result["accuracy"], per_class_accuracy=result["per_class"])
+        warning = teacher_warning(metrics, min_accuracy)
+        if warning is not None:
+            metrics["warning"] = warning
+            print(f"\n{'!' * 80}\nWARNING: {warning}\n{'!' * 80}", file=sys.stderr, flush=True)
+    record["provenance"] = provenance_json(provenance)
+    save_torch(out_dir / "model.pt", record)
     write_json(out_dir / "metrics.json", metrics, provenance)
     return metrics

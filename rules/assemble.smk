@@ -2,7 +2,8 @@ rule assemble:
     """Algorithm 1: a (class-balanced) transfer set from its sources' teacher labels, in order (one replicate seed)."""
     input:
         labels=set_files("labels", ".parquet"),
-        train=path("{target}", "labels", "train.parquet"),
+        # the default total is the training set's size; without a train split, the base's rows
+        train=split_file("labels", "train", ".parquet"),
     output:
         manifest=replicate("{target}", layout.manifest, "{set}", "{seed}"),
         counts=replicate("{target}", layout.counts, "{set}", "{seed}"),
@@ -21,7 +22,8 @@ rule assemble:
         ),
         options=assemble_options,
         num_classes=lambda w: config["targets"][w.target]["num_classes"],
+        total_like=lambda w, input: f"--total-like {input.train}" if input.train else "",
     shell:
         "dfkd assemble --labels {input.labels} --num-classes {params.num_classes}"
-        " --total-like {input.train} {params.options}"
+        " {params.total_like} {params.options}"
         " --out {output.manifest} --counts {output.counts} > {log} 2>&1"

@@ -1,6 +1,7 @@
 # Config validation, path helpers, input functions and the per-rule config slices.
 # Each rule's `params.slice` is exactly the config its stage reads, so Snakemake's params
 # trigger re-runs a job exactly when that part of the config changed.
+import functools
 import sys
 
 from snakemake.utils import validate
@@ -79,6 +80,37 @@ def target_sets(target):
     return dfkd_config.target_sets(config, target)
 
 
+# ------------------------------------------------- targets without splits, teachers from outside
+
+
+def has_split(target, split):
+    """Whether the target has its dataset's `split` (config `splits`; default train and test)."""
+    return split in dfkd_config.target_splits(config, target)
+
+
+def split_file(kind, split, suffix):
+    """Input function: [the target's `split` file of `kind`], or [] when it lacks the split."""
+    return lambda w: (
+        [path(w.target, kind, f"{split}{suffix}")] if has_split(w.target, split) else []
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def teacher_file_sha256(target):
+    """The sha256 of a target's teacher file (teacher.load.path), hashed once per Snakemake run."""
+    from dfkd.provenance import file_sha256
+
+    return file_sha256(config["targets"][target]["teacher"]["load"]["path"])
+
+
+def targets_matching(loaded):
+    """A `target` wildcard pattern for the targets whose teacher is (not) loaded from a file."""
+    names = [
+        t for t in config["targets"] if dfkd_config.loads_teacher(config, t) == loaded
+    ]
+    return "|".join(names) if names else "(?!)"  # (?!) matches nothing
+
+
 def distilled_sets(target):
     return [
         name for name in target_sets(target) if config["transfer_sets"][name]["distill"]
@@ -103,7 +135,13 @@ def all_outputs():
             path(target, "tables", "summary.md"),
         ]
         # the teacher's view of its own test split (features and labels), for audits and tables
-        outputs.append(path(target, "labels", "test.parquet"))
+        if has_split(target, "test"):
+            outputs.append(path(target, "labels", "test.parquet"))
+        # without training data the summary has no distances: the data-free scores stand in
+        if not has_split(target, "train"):
+            outputs += [
+                path(target, "quality", f"{s}.json") for s in target_sets(target)
+            ]
         if distilled_sets(target):
             outputs.append(path(target, "figures", "training_curves.png"))
         outputs += [
@@ -154,6 +192,9 @@ def report_slice(target):
             "min_accuracy"
         ),
         "fill_sources": target_fill_sources(target),
+        # only where they differ from the defaults (distances, test accuracy): other params stay as they were
+        **({} if has_split(target, "train") else {"distances": False}),
+        **({} if has_split(target, "test") else {"score": "teacher_agreement"}),
     }
 
 

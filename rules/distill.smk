@@ -5,7 +5,7 @@ rule distill:
         manifest=lambda w: replicate(w.target, layout.manifest, run_set(w), w.seed),
         data=set_files("data", ".h5"),
         features=set_files("features", ".h5"),
-        test=path("{target}", "data", "test.h5"),
+        test=split_file("data", "test", ".h5"),
     output:
         model=path("{target}", "students", "{run}/seed{seed}/model.pt"),
         metrics=path("{target}", "students", "{run}/seed{seed}/metrics.json"),
@@ -29,7 +29,9 @@ rule distill:
             )
         ),
         out_dir=lambda w: replicate(w.target, layout.student_dir, w.run, w.seed),
+        # no test split: scored on held-out transfer rows (a function of `input`: no rerun trigger)
+        test=lambda w, input: f"--test {input.test}" if input.test else "",
     shell:
         "dfkd distill --teacher {input.teacher} --manifest {input.manifest} --data {input.data} --device {params.device}"
-        " --features {input.features} --test {input.test} --params {params.slice:q}"
+        " --features {input.features} {params.test} --params {params.slice:q}"
         " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"

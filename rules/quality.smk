@@ -8,7 +8,7 @@ rule quality:
         manifest=lambda w: replicate(w.target, layout.manifest, w.set, SEEDS[0]),
         labels=set_files("labels", ".parquet"),
         features=set_files("features", ".h5"),
-        train=path("{target}", "features", "train.h5"),
+        train=split_file("features", "train", ".h5"),
     output:
         path("{target}", "quality", "{set}.json"),
     log:
@@ -24,10 +24,12 @@ rule quality:
     params:
         num_classes=lambda w: config["targets"][w.target]["num_classes"],
         per_class=lambda w: quality_per_class(w.target, w.set),
+        # no train split: data-free scores only (a function of `input`: no rerun trigger)
+        train=lambda w, input: f"--train-features {input.train}" if input.train else "",
     shell:
         "dfkd quality --manifest {input.manifest} --labels {input.labels} --features {input.features}"
         " --num-classes {params.num_classes} --per-class {params.per_class}"
-        " --train-features {input.train} --out {output} --threads {threads} > {log} 2>&1"
+        " {params.train} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule quality_table:

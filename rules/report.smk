@@ -27,7 +27,12 @@ rule summary_table:
         students=lambda w: replicates(
             w.target, layout.student_metrics, distilled_sets(w.target)
         ),
-        distances=lambda w: replicates(w.target, layout.distance, target_sets(w.target)),
+        # none without a train split (no training features to measure against)
+        distances=lambda w: (
+            replicates(w.target, layout.distance, target_sets(w.target))
+            if has_split(w.target, "train")
+            else []
+        ),
         fills=lambda w: [
             path(w.target, "data", f"{s}.fill.json")
             for s in target_fill_sources(w.target)

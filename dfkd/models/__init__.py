@@ -3,7 +3,9 @@
 Every model has `.features(x)` -> (N, D) (the penultimate embedding), `.head(f)` -> (N, K)
 and `forward(x) == head(features(x))`. A model file (`model.pt`) is a plain dict: `arch`,
 `in_channels`, `num_classes`, `image_size`, `mean`, `std`, `state_dict`, `provenance`
-(JSON string), loaded with `weights_only=True`.
+(JSON string), loaded with `weights_only=True`. A teacher from outside (`teacher.load`) may
+add `format`, `layer`, `features` and `program`; `load_model` rebuilds it through
+`dfkd.models.external.model_from_record`.
 """
 from __future__ import annotations
 
@@ -71,6 +73,10 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     missing = [key for key in _RECORD_KEYS if key not in record]
     if missing:
         raise DfkdError(f"{path} is not a dfkd model file: it lacks {missing}. Re-run the rule that makes it.")
+    if "format" in record:  # a teacher from outside (dfkd.models.external): same interface, other loader
+        from dfkd.models.external import model_from_record
+
+        return model_from_record(record, str(path)).eval(), record
     if record["arch"] not in MODELS:
         raise DfkdError(f"{path} holds arch '{record['arch']}', unknown to this dfkd; known: {sorted(MODELS)}.")
     model = build_model(record["arch"], record["in_channels"], record["num_classes"], record["image_size"])
