@@ -271,7 +271,7 @@ def load_torch(path: str | Path) -> dict[str, Any]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise DfkdError(
-            f"{path} is not a dfkd tensor file: it holds {_pickled_what(str(exc))}, and dfkd refuses to "
+            f"{path} is not a dfkd tensor file: it holds {_pickled_what(str(exc), path)}, and dfkd refuses to "
             "unpickle code (dfkd files hold only tensors and plain values; it loads them with "
             "weights_only=True). Do not load it unsafely; if dfkd made it, delete it and re-run its rule."
         ) from None
@@ -287,15 +287,45 @@ def load_torch(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def _pickled_what(message: str) -> str:
-    """What torch's weights-only unpickler refused, in a few words."""
+def _pickled_what(message: str, path: Path | None = None) -> str:
+    """What torch's weights-only unpickler refused, in a few words: the global it met, else the
+    globals the file's pickle would import (read from its opcodes; nothing runs)."""
     found = re.search(r"GLOBAL ([\w.]+)", message)
     if found:
         return f"a pickled Python object ({found.group(1)})"
+    names = pickled_globals(path) if path is not None else []
+    if names:
+        return f"pickled Python code or objects (it would import {', '.join(names)})"
     found = re.search(r"WeightsUnpickler error:\s*(.+)", message)
     if found:
         return f"pickled Python code or objects ({found.group(1).strip().rstrip('.')})"
     return "pickled Python code or objects"
+
+
+def pickled_globals(path: str | Path, limit: int = 3) -> list[str]:
+    """The `module.name` globals a pickle (a plain one, or a torch zip's data.pkl) would import,
+    read with pickletools' opcode walker, which executes nothing; [] when unreadable."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(name) if name else b""
+        else:
+            data = Path(path).read_bytes()
+        found, strings = [], []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"):
+                strings.append(arg)
+            elif op.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+        return list(dict.fromkeys(found))[:limit]
+    except Exception:  # a damaged file: say what torch said instead
+        return []
 
 
 # ---------------------------------------------------------------------------- content digests

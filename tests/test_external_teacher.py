@@ -232,8 +232,23 @@ def own_config(folder: Path, forms: dict[str, Path]) -> dict:
         if not splits:
             target.pop("dataset")
         targets[name] = target
+    if "torchvision" in forms:  # an RGB target for a torchvision architecture by name
+        target = json.loads(json.dumps(base))
+        target.update(splits=[], total=200, per_class=20, channels=3, mean=[0.5], std=[0.5],
+                      teacher={"load": {"path": str(forms["torchvision"]), "format": "torchvision",
+                                        "arch": "mobilenet_v3_small", "layer": "avgpool"}})
+        target.pop("dataset")
+        targets["own_tv"] = target
     config["targets"], config["run_targets"] = targets, list(targets)
     return config
+
+
+def torchvision_teacher(folder: Path) -> Path:
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    path = folder / "mobilenet.pt"
+    torch.save(torchvision.models.get_model("mobilenet_v3_small", weights=None, num_classes=10).state_dict(), path)
+    return path
 
 
 def test_config_rules_for_targets_without_a_train_split(tmp_path):
@@ -268,11 +283,12 @@ def test_the_workflow_distils_each_form_without_training_data(tmp_path):
     from dfkd.labels import label_source
 
     forms = teacher_forms(tmp_path)
+    forms["torchvision"] = torchvision_teacher(tmp_path)
     (tmp_path / "work").mkdir()
     workdir = write_workdir(tmp_path / "work", own_config(tmp_path, forms))
     snakemake(workdir)
     results = workdir / "results"
-    for target in ("own_sd", "own_ts", "own_pt2"):
+    for target in ("own_sd", "own_ts", "own_pt2", "own_tv"):
         assert not (results / target / "data" / "train.h5").exists()
         assert not (results / target / "teacher" / "log.csv").exists()  # imported, never trained
         assert not (results / target / "distance").exists()
@@ -292,7 +308,7 @@ def test_the_workflow_distils_each_form_without_training_data(tmp_path):
         from dfkd.provenance import file_sha256
 
         assert provenance["inputs"]["teacher_file"]["sha256"] == file_sha256(forms[
-            {"own_sd": "state_dict", "own_ts": "torchscript", "own_pt2": "export"}[target]])
+            {"own_sd": "state_dict", "own_ts": "torchscript", "own_pt2": "export", "own_tv": "torchvision"}[target]])
     # the same teacher used natively labels the same data identically
     native_features = tmp_path / "native_features.h5"
     extract_features(forms["native"], results / "own_sd" / "data" / "noise.h5", native_features)
@@ -309,5 +325,5 @@ def test_the_workflow_distils_each_form_without_training_data(tmp_path):
     forms["torchscript"].write_bytes(other["torchscript"].read_bytes())
     planned = snakemake(workdir, "--dry-run").stdout
     assert "rule import_teacher:" in planned and "wildcards: target=own_ts" in planned
-    assert "target=own_sd" not in planned and "target=own_pt2" not in planned
+    assert "target=own_sd" not in planned and "target=own_pt2" not in planned and "target=own_tv" not in planned
     assert "rule prepare:" not in planned

@@ -114,7 +114,7 @@ def read_weights(path: Path, key: str | None = None) -> dict[str, torch.Tensor]:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        what = _pickled_what(str(exc))
+        what = _pickled_what(str(exc), path)
         if "invalid load key" in str(exc) or "GLOBAL" not in str(exc) and "Unsupported" not in str(exc):
             raise DfkdError(f"{path} is not a PyTorch weights file ({_one_line(exc, 120)}); give the file that "
                             "torch.save(model.state_dict(), path) writes, or set teacher.load.format.") from None
