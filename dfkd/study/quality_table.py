@@ -43,8 +43,9 @@ def quality_rows(reader: ReplicateReader, runs: list[Mapping]) -> pd.DataFrame:
             reader.inputs[f"quality/{name}.json"] = path
             cache[name] = read_json(path)
         quality = cache[name]
+        metrics = quality.get("scores", {}) | quality.get("distances", {})
         record = {"transfer_set": name, "variant": variant, "size": quality.get("n")}
-        record.update({m: (quality.get("scores", {}) | quality.get("distances", {})).get(m, np.nan) for m in QUALITY_METRICS})
+        record.update({m: metrics.get(m, np.nan) for m in QUALITY_METRICS})
         record.update(replicate_columns("accuracy", reader.accuracies(name, variant)))
         records.append(record)
     return pd.DataFrame(records)
@@ -137,9 +138,6 @@ def write_quality_table(target_dir: Path, params: Mapping, out_csv: Path, out_md
                           "verdicts": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
                                        for r in verdicts]},
                make_provenance("table", dict(params), inputs=reader.inputs))
-    for metric in QUALITY_METRICS:
-        if np.isfinite(frame[metric].to_numpy(float)).any():
-            plot_scatter(frame, metric, Path(figures_dir) / f"quality_{metric}.png")
-        else:  # a metric no set has (no training data): an empty, labelled figure says so
-            plot_scatter(frame.assign(**{metric: np.nan}), metric, Path(figures_dir) / f"quality_{metric}.png")
+    for metric in QUALITY_METRICS:  # a metric no set has (no training data) draws an empty, labelled figure
+        plot_scatter(frame, metric, Path(figures_dir) / f"quality_{metric}.png")
     return frame

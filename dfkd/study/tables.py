@@ -104,7 +104,7 @@ def _by_row(frame: pd.DataFrame) -> dict[str, Mapping]:
     return {str(r["row"]): r for r in frame.to_dict("records")}
 
 
-def _missing(claim: str, needs: str) -> Claim:
+def _missing(claim: str) -> Claim:
     return Claim(claim, math.nan, math.nan, math.nan, 0, "not measured")
 
 
@@ -173,7 +173,7 @@ def base_order_table(reader: ReplicateReader, params: Mapping) -> Table:
     for claim, better, worse in (("balancing base A helps (A+B > A)", "A+B", "A"),
                                  ("balancing base B helps (B+A > B)", "B+A", "B"),
                                  ("the base matters: the better base wins balanced (B+A > A+B)", "B+A", "A+B")):
-        claims.append(compare_rows(rows, better, worse, column, seeds, claim) or _missing(claim, f"{better}, {worse}"))
+        claims.append(compare_rows(rows, better, worse, column, seeds, claim) or _missing(claim))
     return Table(
         title="Table 3: the base transfer set matters (order of mixing)",
         method=f"A and B alone (unbalanced) and each balanced with the other as filler. {describe_variants(params)}",
@@ -199,7 +199,7 @@ def balancer_table(reader: ReplicateReader, params: Mapping) -> Table:
     for base, group in frame.groupby("base", sort=False):
         by_balancer = {r["balancer"]: r for r in group.to_dict("records")}
         if "none" not in by_balancer or len(by_balancer) < 2:
-            claims.append(_missing(f"balancing base {base} helps", "its 'none' row and a balancer"))
+            claims.append(_missing(f"balancing base {base} helps"))
             continue
         added = [k for k in by_balancer if k != "none"]
         for balancer in added:
