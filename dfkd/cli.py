@@ -207,8 +207,16 @@ def cmd_quality(args) -> None:
         Path(args.manifest), [Path(p) for p in args.labels], [Path(p) for p in args.features],
         args.num_classes, args.per_class, Path(args.out),
         Path(args.train_features) if args.train_features else None,
+        Path(args.train_radii) if args.train_radii else None,
     )
     print(", ".join(f"{name} {value:.4g}" for name, value in {**payload["scores"], **payload.get("distances", {})}.items()))
+
+
+def cmd_coverage_radii(args) -> None:
+    from dfkd.quality import coverage_radii_file
+
+    radii = coverage_radii_file(Path(args.train_features), Path(args.out))
+    print(f"coverage radii of {len(radii)} training rows: median {float(sorted(radii)[len(radii) // 2]):.4g}")
 
 
 def cmd_quality_table(args) -> None:
@@ -434,8 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, required=True, help="the teacher's class count K")
     p.add_argument("--per-class", type=int, required=True, help="the set's per-class target (rows)")
     p.add_argument("--train-features", help="features/train.h5: adds the distances to the training set")
+    p.add_argument("--train-radii", help="coverage radii of those features (dfkd coverage-radii); else computed here")
     p.add_argument("--out", required=True, help="output JSON file: the set's scores and distances")
     p.set_defaults(func=cmd_quality)
+
+    p = sub.add_parser("coverage-radii", help="each training row's distance to its 5th nearest other training row")
+    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--train-features", required=True, help="features/train.h5")
+    p.add_argument("--out", required=True, help="output HDF5 file (dataset radii)")
+    p.set_defaults(func=cmd_coverage_radii)
 
     p = sub.add_parser("quality-table", help="rank correlations of every transfer-set score with mean student accuracy")
     p.add_argument("--target-dir", required=True, help="the target's results folder (results/{target})")

@@ -372,7 +372,8 @@ def frechet(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def training_distances(
-    transfer: np.ndarray, train: np.ndarray, *, k: int = COVERAGE_K, q: float = PARTIAL_QUANTILE, device: str = "cpu"
+    transfer: np.ndarray, train: np.ndarray, *, k: int = COVERAGE_K, q: float = PARTIAL_QUANTILE, device: str = "cpu",
+    radius: np.ndarray | None = None,
 ) -> tuple[dict[str, float], dict]:
     """Distances between a transfer set's features (A) and the training set's (B).
 
@@ -381,7 +382,8 @@ def training_distances(
     `partial_hausdorff` (max of the two directed q-quantiles; Huttenlocher et al. 1993, the
     K-th ranked distance), `frechet` (squared, as FID), `coverage` (Naeem et al. 2020: the
     share of training points b whose ball of radius = distance to b's k-th nearest other
-    training point holds a transfer point, strictly: d(b, A) < r_k(b)).
+    training point holds a transfer point, strictly: d(b, A) < r_k(b)). `radius`: those radii,
+    when already computed (`coverage_radii_file`: once per target, not once per set).
     """
     if transfer.shape[1] != train.shape[1]:
         raise DfkdError(
@@ -390,7 +392,10 @@ def training_distances(
         )
     ab = nearest_distances(transfer, train, device=device)  # (N_a,) each transfer row to train
     ba = nearest_distances(train, transfer, device=device)  # (N_b,) each training row to the set
-    radius = kth_neighbour_distances(train, k, device=device)  # (N_b,)
+    if radius is None:
+        radius = kth_neighbour_distances(train, k, device=device)  # (N_b,)
+    elif radius.shape != (len(train),):
+        raise DfkdError(f"{len(radius)} coverage radii for {len(train)} training rows; re-run coverage_radii.")
     value, residual = frechet(transfer, train)
     distances = {
         "hausdorff": float(max(ab.max(), ba.max())),
@@ -407,6 +412,42 @@ def training_distances(
         "n_train": int(len(train)), "dim": int(train.shape[1]),
     }
     return distances, details
+
+
+# ---------------------------------------------------------------------------- coverage radii, once per target
+def coverage_radii_file(train_features: Path, out: Path, k: int = COVERAGE_K) -> np.ndarray:
+    """Write `radii` (N_train,) float64, each training row's distance to its k-th nearest other
+    training row (`kth_neighbour_distances`), to the HDF5 file `out`; return them.
+
+    Coverage needs them for every transfer set but they depend on the training features
+    alone: one job per target computes them (an O(N^2 D) search) instead of one per set.
+    """
+    from dfkd.artifacts import write_h5
+    from dfkd.training import pick_device
+
+    train = read_h5_array(train_features, "features", ndim=2)  # (N_train, D)
+    radii = kth_neighbour_distances(train, k, device=str(pick_device()))
+    write_h5(out, {"radii": radii}, make_provenance("coverage_radii", {"coverage_k": k},
+                                                    inputs={"train_features": Path(train_features)}),
+             attrs={"coverage_k": k})
+    return radii
+
+
+def read_coverage_radii(path: Path, train_features: Path, k: int) -> np.ndarray:
+    """The radii of `coverage_radii_file`, refused unless made with this k from these very features."""
+    from dfkd.artifacts import read_h5_provenance
+    from dfkd.provenance import file_sha256
+
+    radii = read_h5_array(path, "radii", ndim=1, dtypes=("f8",))
+    provenance = read_h5_provenance(path) or {}
+    made_from = provenance.get("inputs", {}).get("train_features", {}).get("sha256")
+    made_with = provenance.get("config", {}).get("coverage_k")
+    if made_with != k:
+        raise DfkdError(f"{path} holds radii for k={made_with}; coverage needs k={k}. Re-run coverage_radii.")
+    if made_from != file_sha256(train_features):
+        raise DfkdError(f"{path} was computed from other training features than {train_features}; "
+                        "re-run coverage_radii.")
+    return radii
 
 
 # ---------------------------------------------------------------------------- files
@@ -430,12 +471,14 @@ def quality_of_set(
     num_classes: int,
     per_class: int,
     train_features: Path | None = None,
+    train_radii: Path | None = None,
 ) -> dict:
     """The quality payload of one transfer set (`quality/{set}.json` without provenance).
 
     `labels_files` / `features_files`: lists of `labels/{source}.parquet` /
     `features/{source}.h5` (file stem = source) or mappings source -> path; they must cover
-    the manifest's sources. With `train_features`, the distances to the training set too.
+    the manifest's sources. With `train_features`, the distances to the training set too;
+    `train_radii` (`coverage_radii_file` of those features) saves recomputing coverage's radii.
     """
     manifest_path = Path(manifest)
     frame = read_parquet(manifest_path, required_columns=["source", "index", "label"])
@@ -461,8 +504,9 @@ def quality_of_set(
         from dfkd.training import pick_device
 
         train = read_h5_array(train_features, "features", ndim=2)  # (N_train, D)
+        radius = None if train_radii is None else read_coverage_radii(train_radii, train_features, COVERAGE_K)
         payload["distances"], payload["distance_details"] = training_distances(
-            view.features, train, device=str(pick_device())
+            view.features, train, device=str(pick_device()), radius=radius
         )
     payload["directions"] = _present_directions(scores, payload.get("distances", {}))
     return payload
@@ -476,15 +520,21 @@ def quality_files(
     per_class: int,
     out: Path,
     train_features: Path | None = None,
+    train_radii: Path | None = None,
 ) -> dict:
     """`quality_of_set`, written to `out` (JSON with provenance); returns the payload."""
-    payload = quality_of_set(manifest, labels_files, features_files, num_classes, per_class, train_features)
+    if train_radii is not None and train_features is None:
+        raise DfkdError("--train-radii needs --train-features (the radii are those features' own).")
+    payload = quality_of_set(manifest, labels_files, features_files, num_classes, per_class, train_features,
+                             train_radii)
     inputs = {"manifest": Path(manifest)}
     inputs.update({f"labels/{name}": path for name, path in _named(labels_files).items()})
     if features_files is not None:
         inputs.update({f"features/{name}": path for name, path in _named(features_files).items()})
     if train_features is not None:
         inputs["train_features"] = Path(train_features)
+    if train_radii is not None:
+        inputs["train_radii"] = Path(train_radii)
     config = {"num_classes": num_classes, "per_class": per_class, "coverage_k": COVERAGE_K,
               "partial_quantile": PARTIAL_QUANTILE}
     write_json(out, payload, make_provenance("quality", config, inputs=inputs))

@@ -2,6 +2,27 @@
 # the `quality` table that ranks them against the students' mean accuracy.
 
 
+rule coverage_radii:
+    """Each training row's distance to its 5th nearest other training row: coverage's ball radii,
+    an O(N^2 D) search that depends on the training features alone, so once per target."""
+    input:
+        path("{target}", "features", "train.h5"),
+    output:
+        path("{target}", "quality", "coverage_radii.h5"),
+    log:
+        path("{target}", "logs", "quality/coverage_radii.log"),
+    benchmark:
+        path("{target}", "benchmarks", "quality/coverage_radii.tsv")
+    conda:
+        "../envs/dfkd.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    shell:
+        "dfkd coverage-radii --train-features {input} --out {output} --threads {threads} > {log} 2>&1"
+
+
 rule quality:
     """Data-free scores of a transfer set (its first seed's rows) and its distances to the training features."""
     input:
@@ -9,6 +30,9 @@ rule quality:
         labels=set_files("labels", ".parquet"),
         features=set_files("features", ".h5"),
         train=split_file("features", "train", ".h5"),
+        radii=lambda w: (
+            [path(w.target, "quality", "coverage_radii.h5")] if has_split(w.target, "train") else []
+        ),
     output:
         path("{target}", "quality", "{set}.json"),
     log:
@@ -25,7 +49,9 @@ rule quality:
         num_classes=lambda w: config["targets"][w.target]["num_classes"],
         per_class=lambda w: quality_per_class(w.target, w.set),
         # no train split: data-free scores only (a function of `input`: no rerun trigger)
-        train=lambda w, input: f"--train-features {input.train}" if input.train else "",
+        train=lambda w, input: (
+            f"--train-features {input.train} --train-radii {input.radii}" if input.train else ""
+        ),
     shell:
         "dfkd quality --manifest {input.manifest} --labels {input.labels} --features {input.features}"
         " --num-classes {params.num_classes} --per-class {params.per_class}"

@@ -312,6 +312,44 @@ def test_quality_cli_writes_the_payload(tmp_path, capsys):
     assert "fill" in capsys.readouterr().out
 
 
+def test_coverage_radii_are_computed_once_and_give_the_same_payload(tmp_path, capsys):
+    """`dfkd coverage-radii` once per target, then `dfkd quality --train-radii`: the same distances
+    as computing the radii in the quality job; radii of other features or another k are refused."""
+    rng = np.random.default_rng(8)
+    a = write_source(tmp_path, "a", one_hot_logits([0, 1, 2, 0, 1, 2, 0], 3), rng.standard_normal((7, 4)))
+    manifest_path = tmp_path / "transfer" / "a" / "seed0.parquet"
+    manifest_path.parent.mkdir(parents=True)
+    write_parquet(manifest_path, pd.DataFrame({"source": ["a"] * 7, "index": np.arange(7),
+                                               "label": [0, 1, 2, 0, 1, 2, 0]}), None)
+    train_path, radii_path = tmp_path / "features" / "train.h5", tmp_path / "quality" / "coverage_radii.h5"
+    train = rng.standard_normal((40, 4)).astype(np.float32)
+    write_h5(train_path, {"features": train, "logits": np.zeros((40, 3), np.float32)}, None)
+    assert main(["coverage-radii", "--train-features", str(train_path), "--out", str(radii_path)]) == 0
+    from dfkd.artifacts import read_h5_array, read_h5_provenance
+
+    brute = np.sort(cdist(train.astype(np.float64), train.astype(np.float64)), axis=1)[:, q.COVERAGE_K]
+    np.testing.assert_allclose(read_h5_array(radii_path, "radii"), brute, rtol=1e-12)
+    assert read_h5_provenance(radii_path)["stage"] == "coverage_radii"
+    common = ["quality", "--manifest", str(manifest_path), "--labels", str(a[0]), "--features", str(a[1]),
+              "--num-classes", "3", "--per-class", "3", "--train-features", str(train_path)]
+    assert main([*common, "--out", str(tmp_path / "fresh.json")]) == 0
+    assert main([*common, "--train-radii", str(radii_path), "--out", str(tmp_path / "cached.json")]) == 0
+    fresh, cached = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("fresh", "cached"))
+    assert cached["distances"] == fresh["distances"] and 0 < cached["distances"]["coverage"] < 1
+    assert "train_radii" in cached["provenance"]["inputs"]
+
+    write_h5(train_path, {"features": train + 1, "logits": np.zeros((40, 3), np.float32)}, None)  # features changed
+    capsys.readouterr()
+    assert main([*common, "--train-radii", str(radii_path), "--out", str(tmp_path / "stale.json")]) == 2
+    err = capsys.readouterr().err
+    assert "computed from other training features" in err and "coverage_radii" in err
+    assert not (tmp_path / "stale.json").exists()
+    with pytest.raises(DfkdError, match="radii for k=5; coverage needs k=3"):
+        q.read_coverage_radii(radii_path, train_path, 3)
+    with pytest.raises(DfkdError, match="--train-radii needs --train-features"):
+        q.quality_files(manifest_path, [a[0]], [a[1]], 3, 3, tmp_path / "x.json", None, radii_path)
+
+
 def rng_rows(path, rows):
     from dfkd.artifacts import read_h5_array
 
