@@ -42,6 +42,7 @@ class ReplicateReader:
         if not self.seeds:
             raise DfkdError("no replicate seeds given; config `seeds` lists at least one.")
         self.inputs: dict[str, Path] = {}
+        self._counts: dict[str, pd.DataFrame] = {}  # each counts file read once (Table 9 wants seed 0 twice)
 
     def _note(self, relative: str) -> Path:
         path = self.target_dir / relative
@@ -51,10 +52,16 @@ class ReplicateReader:
     def counts(self, set_name: str) -> pd.DataFrame:
         """The first seed's class counts (balanced counts change with the seed only where a
         `size` or `total` cap binds; `sizes` gives every seed's size)."""
-        return read_counts(self._note(layout.counts(set_name, self.seeds[0])))
+        return self._seed_counts(set_name, self.seeds[0])
 
     def sizes(self, set_name: str) -> dict[int, float]:
-        return {s: float(read_counts(self._note(layout.counts(set_name, s)))["after"].sum()) for s in self.seeds}
+        return {s: float(self._seed_counts(set_name, s)["after"].sum()) for s in self.seeds}
+
+    def _seed_counts(self, set_name: str, seed: int) -> pd.DataFrame:
+        relative = layout.counts(set_name, seed)
+        if relative not in self._counts:
+            self._counts[relative] = read_counts(self._note(relative))
+        return self._counts[relative].copy()
 
     def distances(self, set_name: str, key: str = "hausdorff") -> dict[int, float]:
         return {s: float(read_json(self._note(layout.distance(set_name, s)))[key]) for s in self.seeds}
