@@ -279,6 +279,17 @@ def cmd_compare(args) -> None:
     print(compare_paths(Path(args.a), Path(args.b), show_equal=args.all))
 
 
+def cmd_claim(args) -> None:
+    from dfkd.claims import decide, format_decision
+
+    than = args.than if args.than_value is None else args.than_value
+    decision = decide(Path(args.target_dir), args.better, than, args.seeds)
+    if args.json:
+        print(json.dumps({**decision, "claim": decision["claim"].as_record()}, indent=2))
+    else:
+        print(format_decision(decision))
+
+
 # ---------------------------------------------------------------------------- device, command line
 DEVICE_HELP = ("cpu, cuda or cuda:N; auto picks CUDA when present (default: auto). Not part of the "
                "config slice: changing it re-runs nothing")
@@ -501,6 +512,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b", help="the same kind of path to compare with A")
     p.add_argument("--all", action="store_true", help="also list what is equal (default: differences only)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("claim", help="decide 'run A beats run B (or a number)' from paired seeds, with a 95%% interval")
+    p.add_argument("target_dir", help="a target's results folder, e.g. results/fmnist")
+    p.add_argument("--better", required=True, help="the run claimed better: a set or set.variant, e.g. natural_bal.strong")
+    than = p.add_mutually_exclusive_group(required=True)
+    than.add_argument("--than", help="the run it is compared with, e.g. natural_bal")
+    than.add_argument("--than-value", type=float, help="a number in percent to beat, e.g. a paper's 79.62")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds to pair (default: every seed both runs finished)")
+    p.add_argument("--json", action="store_true", help="print the claim as JSON")
+    p.set_defaults(func=cmd_claim)
 
     p = sub.add_parser("audit", help="check a results tree against its recorded provenance (exit 1 unless all ok)")
     p.add_argument("root", nargs="?", default=None,

@@ -1,0 +1,62 @@
+"""`dfkd claim`: a claim between two runs (or a run and a number) decided from paired seeds."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from scipy import stats
+
+from dfkd import layout
+from dfkd.artifacts import write_json
+from dfkd.claims import decide, seeds_of
+from dfkd.cli import main
+from dfkd.errors import DfkdError
+
+
+def write_runs(target_dir, runs):
+    """runs: {run: {seed: accuracy in [0, 1]}} as dfkd distill's metrics.json files."""
+    for run, values in runs.items():
+        for seed, accuracy in values.items():
+            path = target_dir / layout.student_metrics(run, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, {"test_accuracy": accuracy}, None)
+
+
+def test_a_paired_win_by_hand(tmp_path):
+    write_runs(tmp_path, {"a.strong": {0: 0.81, 1: 0.82, 2: 0.80}, "a": {0: 0.75, 1: 0.77, 2: 0.74, 3: 0.70}})
+    decision = decide(tmp_path, "a.strong", "a")
+    claim = decision["claim"]
+    differences = [6.0, 5.0, 6.0]  # seed 3 has no partner: left out
+    half = stats.t.ppf(0.975, 2) * stats.tstd(differences) / math.sqrt(3)
+    assert claim.n == 3 and claim.difference_mean == pytest.approx(17 / 3)
+    assert (claim.ci_low, claim.ci_high) == pytest.approx((17 / 3 - half, 17 / 3 + half))
+    assert claim.verdict == "holds" and claim.claim == "a.strong beats a"
+    assert seeds_of(tmp_path, "a") == [0, 1, 2, 3]
+
+
+def test_against_a_published_number_and_the_other_verdicts(tmp_path, capsys):
+    write_runs(tmp_path, {"x": {0: 0.8010, 1: 0.8020, 2: 0.8030}, "y": {0: 0.70, 1: 0.90, 2: 0.80}, "z": {5: 0.5}})
+    assert decide(tmp_path, "x", 79.62)["claim"].verdict == "holds"
+    assert decide(tmp_path, "x", 81.0)["claim"].verdict == "does not hold"
+    assert decide(tmp_path, "y", "x")["claim"].verdict == "inconclusive"
+    assert decide(tmp_path, "z", 40.0)["claim"].verdict == "single seed"
+    assert main(["claim", str(tmp_path), "--better", "x", "--than-value", "79.62", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["claim"]["verdict"] == "holds" and record["claim"]["n"] == 3
+    assert record["than"]["value"] == 79.62
+    assert main(["claim", str(tmp_path), "--better", "y", "--than", "x", "--seeds", "0", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "seeds [0, 1]" in out and "n = 2 paired seeds" in out
+
+
+def test_bad_input_is_one_line_naming_the_run(tmp_path, capsys):
+    write_runs(tmp_path, {"x": {0: 0.8}})
+    assert main(["claim", str(tmp_path), "--better", "nothing", "--than", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "run 'nothing'" in err and "students/nothing/seed{k}" in err and len(err.splitlines()) == 1
+    with pytest.raises(DfkdError, match="no finished student for seed 4"):
+        decide(tmp_path, "x", 70.0, seeds=[0, 4])
+    (tmp_path / layout.student_metrics("x", 0)).write_text('{"loss": 1}')
+    with pytest.raises(DfkdError, match="neither test_accuracy nor teacher_agreement"):
+        decide(tmp_path, "x", 70.0)
