@@ -4,7 +4,8 @@
 
 rule coverage_radii:
     """Each training row's distance to its 5th nearest other training row: coverage's ball radii,
-    an O(N^2 D) search that depends on the training features alone, so once per target."""
+    an O(N^2 D) search that depends on the training features alone, so once per target.
+    """
     input:
         path("{target}", "features", "train.h5"),
     output:
@@ -31,7 +32,9 @@ rule quality:
         features=set_files("features", ".h5"),
         train=split_file("features", "train", ".h5"),
         radii=lambda w: (
-            [path(w.target, "quality", "coverage_radii.h5")] if has_split(w.target, "train") else []
+            [path(w.target, "quality", "coverage_radii.h5")]
+            if has_split(w.target, "train")
+            else []
         ),
     output:
         path("{target}", "quality", "{set}.json"),
@@ -50,7 +53,9 @@ rule quality:
         per_class=lambda w: quality_per_class(w.target, w.set),
         # no train split: data-free scores only (a function of `input`: no rerun trigger)
         train=lambda w, input: (
-            f"--train-features {input.train} --train-radii {input.radii}" if input.train else ""
+            f"--train-features {input.train} --train-radii {input.radii}"
+            if input.train
+            else ""
         ),
     shell:
         "dfkd quality --manifest {input.manifest} --labels {input.labels} --features {input.features}"
