@@ -20,10 +20,13 @@ round counts, so that a burst of load from elsewhere hurts no loop more than ano
                and row before training, what distill_student does for flips; the precompute is
                outside the timed steps, the end-to-end row includes it), and the peer with
                RandomHorizontalFlip only;
+- flips + CutMix on half the images (config.yaml's `strong` student): the teacher labels every
+               image online vs only the mixed ones beside per-view logits ("per_view+mixed",
+               what distill_student does);
 - distill_student end to end on a small HDF5 transfer set (its own images_per_second:
                optimisation steps only, every step counted, warm-up included).
 Ratios and their targets: dfkd/peer >= 3x (for both augmentations), floor/dfkd <= 2x,
-cached/online >= 1.4x; per-view/online (flips) has no target.
+cached/online >= 1.4x; per-view/online (flips) and mixed-only/online (CutMix) have no target.
 
     python benchmarks/bench_training.py                  # 1 thread, 8192 rows, 3 x 80 steps a loop
     python benchmarks/bench_training.py --threads 1 2    # also 2 threads (only on an idle machine)
@@ -49,7 +52,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from dfkd.artifacts import save_torch, write_h5, write_parquet
-from dfkd.augment import augment_batch, view_codes
+from dfkd.augment import augment_batch, unmixed_view_codes, view_codes
 from dfkd.distill import distill_student, kd_loss, kd_step_loss
 from dfkd.models import build_model, model_record
 from dfkd.training import (
@@ -62,8 +65,9 @@ MEAN, STD = [0.286], [0.353]  # the fmnist target's
 BATCH = 256
 AUGMENT = {"flip": True, "translate": 0.125}
 FLIP = {"flip": True}  # config.yaml's student
+CUTMIX = {"flip": True, "cutmix": {"p": 0.5, "alpha": 1.0}}  # config.yaml's `strong` student
 TARGETS = {"dfkd/peer": (3.0, ">="), "floor/dfkd": (2.0, "<="), "cached/online": (1.4, ">="),
-           "dfkd/peer flip": (3.0, ">="), "per-view/online": (None, "")}
+           "dfkd/peer flip": (3.0, ">="), "per-view/online": (None, ""), "mixed-only/online": (None, "")}
 
 
 def student_block(augment: dict, epochs: int) -> dict:
@@ -113,14 +117,15 @@ def epochs_for(rows: int, steps: int) -> int:
 
 # ---------------------------------------------------------------------------- (a), (d): dfkd's loop
 def run_fit(images: torch.Tensor, teacher, augment: dict, mode: str, steps: int, warmup: int) -> float:
-    """images/s of dfkd.training.fit with distill_student's step (mode: online | cached | per_view)."""
+    """images/s of dfkd.training.fit with distill_student's step (mode: online | cached | per_view |
+    per_view+mixed)."""
     cfg = training_config(student_block(augment, epochs_for(len(images), steps + warmup)), "student")
     student = init_model(cfg["arch"], C, K, S, cfg["seed"], torch.device("cpu"))
-    views = view_codes(augment) if mode == "per_view" else None
+    views = {"per_view": view_codes(augment), "per_view+mixed": unmixed_view_codes(augment)}.get(mode)
     logits = None  # (N, K), or (N, V, K) per view
     if mode == "cached":
         logits = predict_logits(teacher, images, MEAN, STD)
-    elif mode == "per_view":
+    elif views is not None:
         logits = predict_view_logits(teacher, images, views, MEAN, STD)
     loader = TensorLoader([images] if logits is None else [images, logits], cfg["batch_size"], cfg["seed"])
 
@@ -287,6 +292,8 @@ def measure(images: torch.Tensor, teacher, threads: int, steps: int, warmup: int
         ("dfkd no-aug", "TensorLoader", "off", "cached", fitted({}, "cached")),
         ("dfkd flip", "TensorLoader", "batched", "online", fitted(FLIP, "online")),
         ("dfkd flip", "TensorLoader", "batched", "per_view", fitted(FLIP, "per_view")),
+        ("dfkd cutmix", "TensorLoader", "batched", "online", fitted(CUTMIX, "online")),
+        ("dfkd cutmix", "TensorLoader", "batched", "per_view+mixed", fitted(CUTMIX, "per_view+mixed")),
         ("peer flip w=0", "DataLoader(0)", "per-sample", "online",
          lambda: run_peer(images, teacher, 0, per_round, warmup, FLIP)),
         ("peer flip w=1", "DataLoader(1)", "per-sample", "online",
@@ -300,11 +307,11 @@ def measure(images: torch.Tensor, teacher, threads: int, steps: int, warmup: int
         for loop, _, _, logits, function in loops:
             runs.setdefault((loop, logits), []).append(function())
     speed = {key: max(values) for key, values in runs.items()}
-    header = f"{'loop':<14} {'loader':<14} {'augment':<11} {'teacher':<9} {'img/s':>8} {'worst':>8}"
+    header = f"{'loop':<14} {'loader':<14} {'augment':<11} {'teacher':<14} {'img/s':>8} {'worst':>8}"
     print(header)
     print("-" * len(header))
     for loop, loader, augment, logits, _ in loops:
-        print(f"{loop:<14} {loader:<14} {augment:<11} {logits:<9} {speed[(loop, logits)]:>8,.0f} "
+        print(f"{loop:<14} {loader:<14} {augment:<11} {logits:<14} {speed[(loop, logits)]:>8,.0f} "
               f"{min(runs[(loop, logits)]):>8,.0f}")
     if e2e_epochs:
         for name, augment in (("distill_student", AUGMENT), ("distill_student flip", FLIP)):
@@ -312,7 +319,7 @@ def measure(images: torch.Tensor, teacher, threads: int, steps: int, warmup: int
             metrics = run_distill_student(images, teacher, e2e_epochs, augment)
             wall = time.perf_counter() - started
             speed[(name, metrics["teacher_logits"])] = metrics["images_per_second"]
-            print(f"{name:<29} {'batched':<11} {metrics['teacher_logits']:<9} {metrics['images_per_second']:>8,.0f} "
+            print(f"{name:<29} {'batched':<11} {metrics['teacher_logits']:<14} {metrics['images_per_second']:>8,.0f} "
                   f"{'-':>8}  ({e2e_epochs} epochs, every step; {wall:.1f} s wall: I/O, evaluation, any views)")
     parts = breakdown(images, teacher)
     total = sum(ms for _, ms in parts)
@@ -331,6 +338,7 @@ def measure(images: torch.Tensor, teacher, threads: int, steps: int, warmup: int
         "dfkd/peer flip": speed[("dfkd flip", "per_view")] / max(speed[("peer flip w=0", "online")],
                                                                   speed[("peer flip w=1", "online")]),
         "per-view/online": speed[("dfkd flip", "per_view")] / speed[("dfkd flip", "online")],
+        "mixed-only/online": speed[("dfkd cutmix", "per_view+mixed")] / speed[("dfkd cutmix", "online")],
     }
     header = f"{'ratio':<16} {'measured':>8}  {'target':<8}  verdict"
     print("\n" + header)

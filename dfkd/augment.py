@@ -14,7 +14,9 @@ interpolation of two labels.
 Flips and inversions are exact pixel maps with two outcomes each: with only those on, an
 image has at most four *views* (`view_codes`), and `augment_batch_with_views` says which
 view each augmented image is, so that a teacher's outputs can be computed once per view
-instead of once per batch (dfkd.distill).
+instead of once per batch (dfkd.distill). With mixing on as well, the code of a mixed image
+carries the bit VIEW_MIXED: only those images need the teacher online; the others are still
+views of their rows.
 """
 from __future__ import annotations
 
@@ -91,6 +93,8 @@ def augment_active(cfg: Mapping[str, Any] | None) -> bool:
 
 
 VIEW_FLIP, VIEW_INVERT = 1, 2  # bits of a view code
+VIEW_MIXED = 4  # set by augment_batch_with_views on a mixed image: it is no view of its row
+VIEW_BITS = VIEW_FLIP | VIEW_INVERT
 
 
 def view_codes(cfg: Mapping[str, Any] | None) -> list[int] | None:
@@ -105,6 +109,21 @@ def view_codes(cfg: Mapping[str, Any] | None) -> list[int] | None:
     flips = [0, VIEW_FLIP] if cfg["flip"] else [0]
     inverts = [VIEW_INVERT] if cfg["invert"] >= 1 else [0, VIEW_INVERT] if cfg["invert"] > 0 else [0]
     return [flip | invert for invert in inverts for flip in flips]
+
+
+def without_mixing(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`cfg` with mixup and CutMix off: the augmentation an image that is not mixed went through."""
+    return {**augment_config(cfg), **{key: dict(AUGMENT_DEFAULTS[key]) for key in MIXES}}
+
+
+def unmixed_view_codes(cfg: Mapping[str, Any] | None) -> list[int] | None:
+    """With mixing on, the views an image that is not mixed can take (`view_codes` of the
+    rest of `cfg`; [0], the row itself, when nothing else is on); None when mixing is off or
+    continuous options are on (then every image needs the teacher online)."""
+    if not mixing_active(cfg):
+        return None
+    rest = without_mixing(cfg)
+    return view_codes(rest) if augment_active(rest) else [0]
 
 
 def apply_view(x: torch.Tensor, code: int) -> torch.Tensor:
@@ -124,7 +143,7 @@ def augment_batch(x: torch.Tensor, cfg: Mapping[str, Any] | None, generator: tor
 def augment_batch_with_views(x: torch.Tensor, cfg: Mapping[str, Any] | None,
                              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """`augment_batch`, and each image's flip/invert view code (B,) int64 (the other options
-    are continuous, and mixing makes no view: the code says nothing of them)."""
+    are continuous: the code says nothing of them), plus VIEW_MIXED on each mixed image."""
     cfg = augment_config(cfg)
     B = x.shape[0]
     code = torch.zeros(B, dtype=torch.int64, device=x.device)
@@ -159,11 +178,18 @@ def augment_batch_with_views(x: torch.Tensor, cfg: Mapping[str, Any] | None,
         x = (x + cfg["noise"] * noise).clamp(0, 1)
     # 5. mixup / CutMix with another image of the batch
     if mixing_active(cfg):
-        x = mix_batch(x, cfg, generator)
+        x, mixed = mix_batch_with_mask(x, cfg, generator)
+        code += VIEW_MIXED * mixed
     return x, code
 
 
 def mix_batch(x: torch.Tensor, cfg: Mapping[str, Any] | None, generator: torch.Generator) -> torch.Tensor:
+    """`mix_batch_with_mask` without the mask."""
+    return mix_batch_with_mask(x, cfg, generator)[0]
+
+
+def mix_batch_with_mask(x: torch.Tensor, cfg: Mapping[str, Any] | None,
+                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019) of [0, 1] images (B, C, H, W).
 
     Each image draws one uniform u: u < cutmix.p gets CutMix, else u < cutmix.p + mixup.p gets
@@ -173,14 +199,15 @@ def mix_batch(x: torch.Tensor, cfg: Mapping[str, Any] | None, generator: torch.G
     pixels in a box of side sqrt(1 - lam) times the image's, centred uniformly and clipped to
     the image.
     Every draw is made for the whole batch whether used or not (fixed shapes: the draws
-    depend on the generator alone, and the device never waits for the host). Same shape and
-    dtype; `x` itself when mixing is off.
+    depend on the generator alone, and the device never waits for the host). Returns images of
+    the same shape and dtype (`x` itself when mixing is off) and the mask (B,) bool of the images
+    chosen for mixing (a CutMix box may round to nothing: such an image is counted as mixed).
     """
     cfg = augment_config(cfg)
     p_mix, p_cut = cfg["mixup"]["p"], cfg["cutmix"]["p"]
-    if p_mix == 0 and p_cut == 0:
-        return x
     B, _, H, W = x.shape
+    if p_mix == 0 and p_cut == 0:
+        return x, torch.zeros(B, dtype=torch.bool, device=x.device)
     device = x.device
 
     def uniform(n: int) -> torch.Tensor:  # U[0, 1) from the batch's generator
@@ -215,4 +242,4 @@ def mix_batch(x: torch.Tensor, cfg: Mapping[str, Any] | None, generator: torch.G
         in_cols = (cols >= left.view(B, 1)) & (cols < (left + w).view(B, 1))  # (B, W)
         box = (in_rows.view(B, H, 1) & in_cols.view(B, 1, W)) & use_cut.view(B, 1, 1)  # (B, H, W)
         out = torch.where(box.view(B, 1, H, W), other, out)
-    return out
+    return out, use_cut | use_mix

@@ -1,5 +1,6 @@
 """Mixup and CutMix (dfkd.augment.mix_batch): shapes, seeding, what a mixed image is made of,
-the config's checks, the teacher labelling the very images the student sees, bitwise resume."""
+the config's checks, the teacher labelling the very images the student sees (online, or only the
+mixed ones beside per-view logits), bitwise resume."""
 import os
 import signal
 
@@ -10,13 +11,16 @@ import torch
 from torch import nn
 
 from conftest import assert_same_weights, tiny_split
-from dfkd.artifacts import write_h5, write_parquet
-from dfkd.augment import augment_active, augment_batch, augment_config, mix_batch, mixing_active, view_codes
+from dfkd.artifacts import load_torch, write_h5, write_parquet
+from dfkd.augment import (
+    VIEW_FLIP, VIEW_MIXED, augment_active, augment_batch, augment_batch_with_views, augment_config, mix_batch,
+    mix_batch_with_mask, mixing_active, unmixed_view_codes, view_codes,
+)
 from dfkd.config import definition_schema, schema_errors
 from dfkd.distill import distill_student, kd_loss, kd_step_loss
 from dfkd.errors import DfkdError
 from dfkd.teacher import train_teacher
-from dfkd.training import make_generator, model_input, to_unit, training_config
+from dfkd.training import make_generator, model_input, predict_view_logits, to_unit, training_config
 
 MIXUP = {"mixup": {"p": 1.0, "alpha": 0.4}}
 CUTMIX = {"cutmix": {"p": 1.0, "alpha": 1.0}}
@@ -152,6 +156,34 @@ def test_teacher_refuses_mixing_and_student_accepts_it():
     training_config({"arch": "lenet5", "augment": {"cutmix": {"p": 0}}}, "teacher")  # off: fine
 
 
+@pytest.mark.parametrize("cfg", [{"mixup": {"p": 0.5, "alpha": 0.4}}, {"cutmix": {"p": 0.5, "alpha": 1.0}},
+                                 {"mixup": {"p": 0.3, "alpha": 0.4}, "cutmix": {"p": 0.3, "alpha": 1.0}}])
+def test_the_mask_names_the_mixed_images_and_the_views_the_rest(cfg):
+    x = constant_images(64)
+    mixed, mask = mix_batch_with_mask(x, cfg, generator(4))
+    assert torch.equal(mixed, mix_batch(x, cfg, generator(4)))  # the same draws
+    assert mask.dtype == torch.bool and 0 < int(mask.sum()) < 64
+    changed = (mixed != x).flatten(1).any(1)
+    assert not changed[~mask].any()  # an image left out is untouched
+    assert changed[mask].float().mean() > 0.9  # nearly all chosen ones changed (a CutMix box may round away)
+    flipped = {**cfg, "flip": True}
+    y, code = augment_batch_with_views(x, flipped, generator(4))
+    assert torch.equal(y, augment_batch(x, flipped, generator(4)))
+    is_mixed = code & VIEW_MIXED != 0
+    assert is_mixed.any() and (~is_mixed).any()
+    for c in (0, VIEW_FLIP):  # every unmixed image is exactly its view of the original
+        rows = (code == c).nonzero().squeeze(1)
+        assert torch.equal(y[rows], x[rows].flip(-1) if c else x[rows])
+
+
+def test_unmixed_view_codes_only_beside_mixing_and_views():
+    assert unmixed_view_codes({"flip": True, **BOTH}) == [0, VIEW_FLIP]
+    assert unmixed_view_codes(CUTMIX) == [0]  # nothing else on: an unmixed image is its row
+    assert unmixed_view_codes({"flip": True, "rotate": 10, **BOTH}) is None  # continuous: all online
+    assert unmixed_view_codes({"flip": True}) is None  # no mixing: plain view_codes apply
+    assert view_codes({"flip": True, **BOTH}) is None
+
+
 # ---------------------------------------------------------------------------- the teacher's targets
 class Recording(nn.Module):
     """A linear classifier that keeps every input it is given."""
@@ -187,6 +219,30 @@ def test_teacher_labels_the_mixed_images_the_student_sees(cfg):
     torch.testing.assert_close(loss.detach(), expected)
 
 
+@pytest.mark.parametrize("cfg", [{"flip": True, "cutmix": {"p": 0.5, "alpha": 1.0}},
+                                 {"flip": True, "mixup": {"p": 0.3, "alpha": 0.4}, "cutmix": {"p": 0.3, "alpha": 1.0}},
+                                 {"mixup": {"p": 0.3, "alpha": 0.4}}])
+def test_beside_per_view_logits_the_teacher_labels_only_the_mixed_images(cfg):
+    images = torch.from_numpy(tiny_split(32, 0)[0][:, :, :8, :8].copy())  # (32, 1, 8, 8) uint8
+    student, teacher = Recording(0), Recording(1).requires_grad_(False)
+    s_norm, t_norm = ([0.5], [0.5]), ([0.2], [0.3])
+    views = unmixed_view_codes(cfg)
+    logits = predict_view_logits(teacher, images, views, *t_norm)  # (32, V, 4)
+    teacher.seen.clear()
+    step_loss = kd_step_loss(student, teacher, cfg, 4.0, s_norm, t_norm, cached=True, views=views)
+    loss = step_loss((images, logits), make_generator("cpu", 0, "step", 0, 0))
+    (s_in,), (t_in,) = student.seen, teacher.seen
+    x, code = augment_batch_with_views(to_unit(images), cfg, make_generator("cpu", 0, "step", 0, 0))
+    mixed = code & VIEW_MIXED != 0
+    assert 0 < int(mixed.sum()) < 32
+    assert torch.equal(s_in, model_input(x, *s_norm))  # the student sees every image, mixed or not
+    assert torch.equal(t_in, model_input(x[mixed], *t_norm))  # the teacher, only the mixed ones
+    # the targets are the teacher's outputs on what the student saw, for every image
+    with torch.no_grad():
+        expected = kd_loss(student.head(s_in.flatten(1)), teacher.head(model_input(x, *t_norm).flatten(1)), 4.0)
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------- distillation runs
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
@@ -220,9 +276,9 @@ def run(world, out, augment, **kwargs):
 
 
 def test_resume_with_mixing_is_bitwise_identical(world, tmp_path):
-    augment = {"flip": True, **BOTH}
+    augment = {"flip": True, "mixup": {"p": 0.3, "alpha": 0.4}, "cutmix": {"p": 0.3, "alpha": 1.0}}
     reference = run(world, tmp_path / "reference", augment)
-    assert reference["teacher_logits"] == "online"  # feature files given, yet the teacher labels each batch
+    assert reference["teacher_logits"] == "per_view+mixed"  # feature files given, yet the teacher labels mixes
 
     def term(epoch, step):
         if (epoch, step) == (1, 1):
@@ -236,3 +292,17 @@ def test_resume_with_mixing_is_bitwise_identical(world, tmp_path):
     run(world, tmp_path / "other", {"flip": True, "mixup": {"p": 0.5, "alpha": 0.4}})  # one mix changed
     with pytest.raises(AssertionError):
         assert_same_weights(tmp_path / "reference" / "model.pt", tmp_path / "other" / "model.pt")
+
+
+def test_per_view_plus_mixed_equals_the_online_teacher(world, tmp_path, monkeypatch):
+    """Flips and CutMix: the unmixed images take precomputed per-view logits, and the student
+    learns what it would with the teacher labelling every image online (same images, same draws)."""
+    augment = {"flip": True, "cutmix": {"p": 0.5, "alpha": 1.0}}
+    fast = run(world, tmp_path / "fast", augment)
+    assert fast["teacher_logits"] == "per_view+mixed"
+    monkeypatch.setattr("dfkd.distill.unmixed_view_codes", lambda cfg: None)  # force the online teacher
+    online = run(world, tmp_path / "online", augment)
+    assert online["teacher_logits"] == "online"
+    for key, value in load_torch(tmp_path / "fast" / "model.pt")["state_dict"].items():
+        torch.testing.assert_close(value, load_torch(tmp_path / "online" / "model.pt")["state_dict"][key],
+                                   rtol=1e-4, atol=1e-5)
