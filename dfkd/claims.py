@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from dfkd import layout
-from dfkd.artifacts import read_json
 from dfkd.errors import DfkdError
+from dfkd.replicates import student_accuracy
 from dfkd.stats import CONFIDENCE, Claim, paired_claim, summarize
 
 
@@ -39,11 +39,7 @@ def run_accuracies(target_dir: Path, run: str, seeds: Sequence[int] | None = Non
         path = target_dir / layout.student_metrics(run, seed)
         if not path.is_file():
             raise DfkdError(f"{path} not found: run '{run}' has no finished student for seed {seed}.")
-        metrics = read_json(path)
-        key = "test_accuracy" if "test_accuracy" in metrics else "teacher_agreement"
-        if key not in metrics:
-            raise DfkdError(f"{path} holds neither test_accuracy nor teacher_agreement; it was not written by dfkd distill.")
-        values[int(seed)] = 100.0 * float(metrics[key])
+        values[int(seed)] = student_accuracy(path, agreement_ok=True)
     return values
 
 

@@ -22,12 +22,23 @@ _COMMAND: contextvars.ContextVar[str | None] = contextvars.ContextVar("dfkd_comm
 
 
 def file_sha256(path: str | Path) -> str:
-    """Content hash of a file (streamed, so it works for multi-GB HDF5 files)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Content hash of a file (streamed, so it works for multi-GB HDF5 files).
+
+    Remembered per process for a file whose identity and stamps have not changed (a stage may
+    check an input's hash and then record it: a training-features file is hashed once, not
+    twice); dfkd writes every artifact by rename, so a rewritten file is a new inode."""
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+_HASHES: dict[tuple, str] = {}  # file_sha256's memory: (path, inode, size, mtime, ctime) -> hex digest
 
 
 def package_versions() -> dict[str, str]:

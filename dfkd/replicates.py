@@ -33,6 +33,17 @@ def read_counts(path: Path) -> pd.DataFrame:
     return frame
 
 
+def student_accuracy(path: Path, agreement_ok: bool = False) -> float:
+    """A student's headline number from its metrics.json, in percent: the final test accuracy,
+    or with `agreement_ok` the teacher agreement of a target without a test split."""
+    metrics = read_json(path)
+    keys = ("test_accuracy", "teacher_agreement") if agreement_ok else ("test_accuracy",)
+    key = next((k for k in keys if k in metrics), None)
+    if key is None:
+        raise DfkdError(f"{path} lacks {' and '.join(keys)}; it was not written by `dfkd distill`.")
+    return 100.0 * float(metrics[key])
+
+
 class ReplicateReader:
     """Reads a target's result files for every seed and remembers each file it read (provenance)."""
 
@@ -68,14 +79,8 @@ class ReplicateReader:
 
     def accuracies(self, set_name: str, variant: str) -> dict[int, float]:
         """seed -> the student's final test accuracy, in percent."""
-        values = {}
-        for seed in self.seeds:
-            path = self._note(layout.student_metrics(run_name(set_name, variant), seed))
-            metrics = read_json(path)
-            if "test_accuracy" not in metrics:
-                raise DfkdError(f"{path} lacks test_accuracy; it was not written by `dfkd distill`.")
-            values[seed] = 100.0 * float(metrics["test_accuracy"])
-        return values
+        return {seed: student_accuracy(self._note(layout.student_metrics(run_name(set_name, variant), seed)))
+                for seed in self.seeds}
 
     def teacher(self) -> dict:
         return read_json(self._note("teacher/metrics.json"))

@@ -323,3 +323,21 @@ def test_artifacts_are_readable_with_plain_libraries(chain):
     assert json.loads((chain / T / "distance/mix.json").read_text())["provenance"]["stage"] == "distance"
     record = torch.load(chain / T / "teacher/model.pt", weights_only=True)
     assert json.loads(record["provenance"])["stage"] == "teacher"
+
+
+def test_a_file_hash_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    from dfkd import provenance
+
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"a" * 100)
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    first = provenance.file_sha256(path)
+    assert provenance.file_sha256(path) == first and len(opened) == 1  # read once
+    with real_open(path, "r+b") as handle:  # in place, same size: new stamps, new hash
+        handle.write(b"b")
+    assert provenance.file_sha256(path) != first and len(opened) == 2
+    os.replace(tmp_path / "x.bin", tmp_path / "y.bin")
+    (tmp_path / "x.bin").write_bytes(b"a" * 100)  # a new file under the old name
+    assert provenance.file_sha256(path) == first

@@ -12,6 +12,7 @@ from dfkd.artifacts import write_json
 from dfkd.claims import decide, seeds_of
 from dfkd.cli import main
 from dfkd.errors import DfkdError
+from dfkd.replicates import ReplicateReader
 
 
 def write_runs(target_dir, runs):
@@ -58,5 +59,19 @@ def test_bad_input_is_one_line_naming_the_run(tmp_path, capsys):
     with pytest.raises(DfkdError, match="no finished student for seed 4"):
         decide(tmp_path, "x", 70.0, seeds=[0, 4])
     (tmp_path / layout.student_metrics("x", 0)).write_text('{"loss": 1}')
-    with pytest.raises(DfkdError, match="neither test_accuracy nor teacher_agreement"):
+    with pytest.raises(DfkdError, match="lacks test_accuracy and teacher_agreement"):
         decide(tmp_path, "x", 70.0)
+
+
+def test_tables_and_claims_read_a_student_alike(tmp_path):
+    """The study tables' reader and `dfkd claim` take the same number from a metrics.json; only
+    the claim accepts a target without a test split (its teacher agreement)."""
+    write_runs(tmp_path, {"a": {0: 0.8125}})
+    assert ReplicateReader(tmp_path, [0]).accuracies("a", "default") == {0: 81.25} == decide(
+        tmp_path, "a", 80.0)["better"]["seeds"]
+    path = tmp_path / layout.student_metrics("b", 0)
+    path.parent.mkdir(parents=True)
+    write_json(path, {"teacher_agreement": 0.5}, None)
+    assert decide(tmp_path, "b", 40.0)["better"]["seeds"] == {0: 50.0}
+    with pytest.raises(DfkdError, match=r"lacks test_accuracy; it was not written by `dfkd distill`\.$"):
+        ReplicateReader(tmp_path, [0]).accuracies("b", "default")
