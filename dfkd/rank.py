@@ -12,8 +12,10 @@ mean student accuracy per set. Outputs: plain dicts for the `quality` study tabl
   (`dfkd.quality.DIRECTIONS`: +1 when higher should mean a better student, -1 for
   distances), so a score that ranks sets backwards does not count as a good ranker. The
   statement holds when the best data-free score's directed Spearman rho is >= the Hausdorff
-  distance's. A paired bootstrap of the difference says how sure that is; the best score is
-  picked after seeing the data, so that interval is optimistic.
+  distance's (`holds`, on the point estimates). A paired bootstrap of the difference says how
+  sure that is, and decides the `label` as the replicate claims do (dfkd.stats): `holds` when
+  its interval lies at or above 0, `does not hold` when it lies below 0, `inconclusive` when it
+  straddles 0. The best score is picked after seeing the data, so that interval is optimistic.
 """
 from __future__ import annotations
 
@@ -107,10 +109,11 @@ def verdict(
 
     `values` maps a metric to one value per set (aligned with `accuracy`; NaN where
     missing). `candidates` defaults to the data-free scores present. Returns `statement`,
-    `holds` (None when the reference or every candidate lacks a correlation), `best`, the
-    directed Spearman rho of every metric (`directed_spearman`), `best_rho`,
-    `reference_rho`, `difference` (best - reference) and its paired bootstrap interval over
-    the sets where both are finite (`difference_ci`), and the `criterion` in words.
+    `holds` on the point estimates (None when the reference or every candidate lacks a
+    correlation), `best`, the directed Spearman rho of every metric (`directed_spearman`),
+    `best_rho`, `reference_rho`, `difference` (best - reference) and its paired bootstrap
+    interval over the sets where both are finite (`difference_ci`), the `label` that interval
+    decides (`verdict_label`), and the `criterion` in words.
     """
     from dfkd.quality import DATA_FREE, DIRECTIONS
 
@@ -123,7 +126,7 @@ def verdict(
             directed[name] = directions[name] * rank_correlation(values[name], accuracy, resamples=0)["spearman"]
     nan = float("nan")
     finite = [name for name in candidates if np.isfinite(directed.get(name, nan))]
-    result = {"statement": STATEMENT, "holds": None, "best": None, "directed_spearman": directed,
+    result = {"statement": STATEMENT, "holds": None, "label": "not measured", "best": None, "directed_spearman": directed,
               "best_rho": nan, "reference": reference, "reference_rho": directed.get(reference, nan),
               "difference": nan, "difference_ci": [nan, nan], "level": level, "resamples": resamples, "seed": seed,
               "criterion": ("max over data-free scores of Spearman rho x expected direction >= the same for "
@@ -144,4 +147,13 @@ def verdict(
             diff = (directions[best] * _spearman_rows(b[pick], acc[pick])
                     - directions[reference] * _spearman_rows(r[pick], acc[pick]))
         result["difference_ci"] = _interval(diff, level)
+    result["label"] = verdict_label(*result["difference_ci"])
     return result
+
+
+def verdict_label(low: float, high: float) -> str:
+    """The claim 'difference >= 0' decided by its interval: `holds` (low >= 0), `does not hold`
+    (high < 0), `inconclusive` (it straddles 0) or `not measured` (no interval)."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "not measured"
+    return "holds" if low >= 0 else "does not hold" if high < 0 else "inconclusive"

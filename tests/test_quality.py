@@ -415,6 +415,21 @@ def test_verdict_counts_each_metric_in_its_expected_direction():
     assert result["statement"] == rank.STATEMENT
 
 
+def test_verdict_label_is_decided_by_the_interval():
+    assert [rank.verdict_label(*ci) for ci in ([0.0, 0.3], [0.1, 0.4], [-0.4, -0.1], [-0.41, 0.12])] == [
+        "holds", "holds", "does not hold", "inconclusive"]
+    assert rank.verdict_label(float("nan"), float("nan")) == "not measured"
+    accuracy = np.arange(12, dtype=float)
+    shuffled = np.r_[accuracy[6:], accuracy[:6]]  # a distance that ranks the sets poorly
+    clear = rank.verdict({"fill": accuracy, "hausdorff": shuffled}, accuracy, resamples=300)
+    assert clear["holds"] is True and clear["label"] == "holds"  # fill ranks perfectly, Hausdorff poorly
+    rng = np.random.default_rng(0)
+    noisy = rank.verdict({"fill": accuracy + rng.normal(0, 3, 12), "hausdorff": -accuracy + rng.normal(0, 3, 12)},
+                         accuracy, resamples=300)
+    low, high = noisy["difference_ci"]
+    assert low < 0 < high and noisy["label"] == "inconclusive"
+
+
 def test_verdict_without_a_reference_is_undecided():
     result = rank.verdict({"fill": [1.0, 2.0, 3.0]}, [0.1, 0.2, 0.3], resamples=10)
-    assert result["holds"] is None and math.isnan(result["reference_rho"])
+    assert result["holds"] is None and math.isnan(result["reference_rho"]) and result["label"] == "not measured"

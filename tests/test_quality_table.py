@@ -58,6 +58,7 @@ def test_rows_correlations_and_verdict(results, tmp_path):
     assert ("default", "mean_margin") not in corr.index or np.isnan(corr.loc[("default", "mean_margin"), "spearman"])
     verdicts = {v["variant"]: v for v in record["verdicts"]}
     assert verdicts["default"]["holds"] is True and verdicts["default"]["best"] == "fill"
+    assert verdicts["default"]["label"] == "holds" and verdicts["default"]["difference_ci"][0] >= 0
     markdown = (out / "q.md").read_text()
     assert "[default] some data-free score ranks transfer sets at least as well as the Hausdorff distance: **holds**" in markdown
     assert (out / "q.tex").read_text().startswith("\\begin{table}")

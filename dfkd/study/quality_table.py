@@ -69,15 +69,16 @@ def correlations(frame: pd.DataFrame, resamples: int = 2000) -> tuple[pd.DataFra
 
 
 def verdict_line(result: Mapping) -> str:
-    holds = result["holds"]
-    status = "not measured" if holds is None else ("holds" if holds else "does not hold")
-    if holds is None:
-        return f"[{result['variant']}] {result['statement']}: **{status}** (too few sets with a correlation)"
+    """The verdict as decided by the difference's bootstrap interval, with the point estimates."""
+    if result["holds"] is None:
+        return f"[{result['variant']}] {result['statement']}: **not measured** (too few sets with a correlation)"
     low, high = result["difference_ci"]
-    return (f"[{result['variant']}] {result['statement']}: **{status}** over {result['sets']} sets "
+    point = "at least as high" if result["holds"] else "lower"
+    return (f"[{result['variant']}] {result['statement']}: **{result['label']}** over {result['sets']} sets "
             f"(best data-free score: {result['best']}, directed Spearman {result['best_rho']:+.2f}; Hausdorff "
-            f"{result['reference_rho']:+.2f}; difference {result['difference']:+.2f}, bootstrap 95% CI "
-            f"[{low:+.2f}, {high:+.2f}], optimistic: the best score is chosen after seeing the data)")
+            f"{result['reference_rho']:+.2f}; difference {result['difference']:+.2f} ({point} on the point "
+            f"estimates), bootstrap 95% CI [{low:+.2f}, {high:+.2f}], optimistic: the best score is chosen "
+            "after seeing the data)")
 
 
 def plot_scatter(frame: pd.DataFrame, metric: str, out: Path) -> None:
