@@ -9,7 +9,8 @@ process's start-up (imports, first CUDA call: part of every stage's wall time); 
 config.yaml's Fashion-MNIST target stage by stage through the `dfkd` CLI, as rules/*.smk call
 it: prepare (train, test, the `patches` source), teacher, features (patches, train), labels and
 assembly of the `natural` set (all 60k patches), its student with flips (per-view teacher
-logits), the same student with CutMix (online teacher; only where `dfkd.augment` has it), the
+logits), the same student with CutMix (the teacher online on the mixed images; only where
+`dfkd.augment` has it), the
 set's Hausdorff distance to the training set on the training device (60k x 60k), and the same
 distance on the CPU (the two must agree: the search is exact).
 
@@ -109,9 +110,11 @@ def verdict(accuracy: float | None, ref: tuple[float, float | None] | None) -> t
 
 
 # ---------------------------------------------------------------------------- FLOPs
-def train_flops_per_image(arch: str, channels: int, classes: int, size: int, teacher_arch: str | None) -> float:
+def train_flops_per_image(arch: str, channels: int, classes: int, size: int, teacher_arch: str | None,
+                          teacher_share: float = 1.0) -> float:
     """Model FLOPs of one training image: 3x the student's forward (forward + backward), plus
-    the teacher's forward when it runs in the step (online). Counted by torch on the CPU."""
+    the teacher's forward on the share of images it labels in the step (1 online; CutMix's p
+    beside per-view logits). Counted by torch on the CPU."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -123,7 +126,7 @@ def train_flops_per_image(arch: str, channels: int, classes: int, size: int, tea
             model(torch.zeros(2, channels, size, size))  # batch of 2: batch norm needs more than 1
         return counter.get_total_flops() / 2
 
-    return 3 * forward(arch) + (forward(teacher_arch) if teacher_arch else 0)
+    return 3 * forward(arch) + (teacher_share * forward(teacher_arch) if teacher_arch else 0)
 
 
 # ---------------------------------------------------------------------------- running stages
@@ -301,7 +304,7 @@ def check_full(check: Check) -> None:
         row["status"] = row2["status"]
     check.add(row, what=f"dfkd label {SOURCE} + assemble {SET} (CPU)", device="cpu")
 
-    # 5. students: flips (per-view teacher logits), then CutMix (online teacher) where it exists
+    # 5. students: flips (per-view teacher logits), then CutMix (the teacher on the mixed images) where it exists
     student = dc.student_slice(config, TARGET)
     flops = train_flops_per_image(target["student"]["arch"], *spec, None)
     distill(check, config, "student_flips", SET, student, flops, SET)
@@ -309,7 +312,8 @@ def check_full(check: Check) -> None:
     if isinstance(cutmix, dict):
         mixing = copy.deepcopy(student)
         mixing["student"]["augment"] = {**mixing["student"].get("augment", {}), "cutmix": {**cutmix, **CUTMIX}}
-        online = train_flops_per_image(target["student"]["arch"], *spec, target["teacher"]["arch"])
+        online = train_flops_per_image(target["student"]["arch"], *spec, target["teacher"]["arch"],
+                                       teacher_share=mixing["student"]["augment"]["cutmix"]["p"])
         distill(check, config, "student_cutmix", f"{SET}.cutmix", mixing, online, None)
     else:
         check.add({"stage": "student_cutmix", "status": "not available",
