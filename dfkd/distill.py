@@ -11,7 +11,8 @@ other augmentation the teacher labels every augmented batch ("online"). Mixup an
 sees, and the loss stays the KD loss alone (no interpolated labels). When flips and inversions
 are the only other options, the images a step leaves unmixed are still views of their rows and
 take their precomputed per-view logits: the teacher runs on the mixed images alone
-("per_view+mixed"; with CutMix on half the images, ~1.3x the online step's speed on the CPU).
+("per_view+mixed"; with CutMix on half the images, 1.13x the online step's speed, measured on a
+loaded 2-core CPU in benchmarks/README.md).
 Outputs: model.pt, metrics.json (the final test accuracy is the headline), log.csv, and the
 resumable checkpoint.pt (see dfkd.training.fit).
 """

@@ -152,8 +152,11 @@ def verdict(
 
 
 def verdict_label(low: float, high: float) -> str:
-    """The claim 'difference >= 0' decided by its interval: `holds` (low >= 0), `does not hold`
-    (high < 0), `inconclusive` (it straddles 0) or `not measured` (no interval)."""
+    """The claim 'difference >= 0' decided by its interval, in dfkd.stats' words: `holds`
+    (low >= 0: "at least as well", so a tie counts, unlike stats.verdict_of's strict "better"),
+    `does not hold` (high < 0), `inconclusive` (it straddles 0) or `not measured` (no interval)."""
+    from dfkd.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NOT_MEASURED
+
     if not (np.isfinite(low) and np.isfinite(high)):
-        return "not measured"
-    return "holds" if low >= 0 else "does not hold" if high < 0 else "inconclusive"
+        return NOT_MEASURED
+    return HOLDS if low >= 0 else DOES_NOT_HOLD if high < 0 else INCONCLUSIVE
