@@ -24,6 +24,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from dfkd.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NOT_MEASURED
+
 RESAMPLES = 2000
 LEVEL = 0.95
 STATEMENT = "some data-free score ranks transfer sets at least as well as the Hausdorff distance"
@@ -155,8 +157,6 @@ def verdict_label(low: float, high: float) -> str:
     """The claim 'difference >= 0' decided by its interval, in dfkd.stats' words: `holds`
     (low >= 0: "at least as well", so a tie counts, unlike stats.verdict_of's strict "better"),
     `does not hold` (high < 0), `inconclusive` (it straddles 0) or `not measured` (no interval)."""
-    from dfkd.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NOT_MEASURED
-
     if not (np.isfinite(low) and np.isfinite(high)):
         return NOT_MEASURED
     return HOLDS if low >= 0 else DOES_NOT_HOLD if high < 0 else INCONCLUSIVE
