@@ -9,6 +9,7 @@ from dfkd.models import MODELS, build_model, count_parameters, load_model, model
 
 @pytest.mark.parametrize("arch, channels, expected", [
     ("lenet5", 1, 61_706),          # ZSKD / DAFL LeNet-5
+    ("lenet5_bn", 1, 61_728),       # BatchNorm after each conv, convs without bias
     ("lenet5_half", 1, 35_820),     # conv1/conv2 halved
     ("lenet5_quarter", 1, 15_738),  # every layer halved
     ("alexnet", 3, 1_659_178),      # ZSKD CIFAR-10 AlexNet, about 1.66M

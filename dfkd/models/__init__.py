@@ -17,12 +17,13 @@ from torch import nn
 from dfkd.artifacts import load_torch
 from dfkd.errors import DfkdError
 from dfkd.models.alexnet import alexnet, alexnet_half
-from dfkd.models.lenet import lenet5, lenet5_half, lenet5_quarter
+from dfkd.models.lenet import lenet5, lenet5_bn, lenet5_half, lenet5_quarter
 from dfkd.models.resnet import resnet8, resnet18
 from dfkd.provenance import provenance_json
 
 MODELS: dict[str, Callable[[int, int, int], nn.Module]] = {
     "lenet5": lenet5,
+    "lenet5_bn": lenet5_bn,
     "lenet5_half": lenet5_half,
     "lenet5_quarter": lenet5_quarter,
     "alexnet": alexnet,
