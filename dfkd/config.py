@@ -250,6 +250,12 @@ def replicate_seeds(config: Mapping) -> list[int]:
     return [int(s) for s in config.get("seeds", [0])]
 
 
+def table_seeds(config: Mapping, table: str) -> list[int]:
+    """The seeds of a study table's runs: its own `seeds`, else config `seeds`."""
+    own = config["study"]["tables"][table].get("seeds")
+    return [int(s) for s in own] if own else replicate_seeds(config)
+
+
 def target_sets(config: Mapping, target_name: str) -> list[str]:
     """The transfer sets a target builds, in config order. Without `sets`, every set that draws
     only on splits the target has (a target without a train split has no `real` set)."""
@@ -293,7 +299,8 @@ def study_table_slice(config: Mapping, target_name: str, table: str) -> dict:
         "per_class": target.get("per_class"),
         "total": target.get("total"),
         "variants": list(spec["variants"]),
-        "seeds": replicate_seeds(config),
+        "seeds": table_seeds(config, table),
+        "min_effect": float(config["study"]["min_effect"]),
         "rows": [
             {"row": row, "set": set_name, "recipe": assemble_slice(config, target_name, set_name)}
             for row, set_name in spec["rows"].items()

@@ -56,9 +56,11 @@ def replicate(target, file_of, name, seed):
     return f"{R}/{target}/{file_of(name, seed)}"
 
 
-def replicates(target, file_of, names):
-    """That path for every name and every configured seed."""
-    return [replicate(target, file_of, n, s) for n in names for s in SEEDS]
+def replicates(target, file_of, names, seeds=None):
+    """That path for every name and every seed (default: the configured seeds)."""
+    return [
+        replicate(target, file_of, n, s) for n in names for s in (seeds or SEEDS)
+    ]
 
 
 def run_set(wildcards):
@@ -205,12 +207,13 @@ def study_table_inputs(w):
     """Every file the table reads (so Snakemake builds them first), and its figures."""
     spec = config["study"]["tables"][w.table]
     sets = list(dict.fromkeys(spec["rows"].values()))
-    files = replicates(w.target, layout.counts, sets)
+    seeds = dfkd_config.table_seeds(config, w.table)
+    files = replicates(w.target, layout.counts, sets, seeds)
     if w.table in TABLES_WITH_DISTANCES:
-        files += replicates(w.target, layout.distance, sets)
+        files += replicates(w.target, layout.distance, sets, seeds)
     if w.table in TABLES_WITH_STUDENTS:
         runs = [dfkd_config.run_name(s, v) for s in sets for v in spec["variants"]]
-        files += replicates(w.target, layout.student_metrics, runs)
+        files += replicates(w.target, layout.student_metrics, runs, seeds)
     if w.table == "main":
         files.append(path(w.target, "teacher", "metrics.json"))
     if w.table == "class_frequencies":
