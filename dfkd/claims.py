@@ -4,8 +4,10 @@ The study tables decide the claims they were written for; a researcher trying a 
 own (a variant, a row selection, a new source) asks the same question of any two runs. This
 reads each seed's `students/{run}/seed{k}/metrics.json` under `results/{target}/` and decides the
 claim with `dfkd.stats.paired_claim`: the same seed on both sides, the mean paired difference and
-its 95% Student's t interval. Against a number (e.g. a paper's 79.62%), each seed's accuracy is
-paired with that constant: the interval then says where the run's mean lies.
+its 95% Student's t interval, equivalence within +- min_effect, and the seeds that would decide
+it. Against a number (e.g. a paper's 79.62%), each seed's accuracy is paired with that constant:
+the interval then says where the run's mean lies. Several claims asked at once are one family:
+each also gets its Holm-adjusted verdict (`dfkd.stats.holm`).
 """
 from __future__ import annotations
 
@@ -13,10 +15,13 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import pandas as pd
+
 from dfkd import layout
 from dfkd.errors import DfkdError
 from dfkd.replicates import student_accuracy
-from dfkd.stats import CONFIDENCE, Claim, paired_claim, summarize
+from dfkd.report import markdown_table
+from dfkd.stats import CONFIDENCE, METHOD, Claim, claims_rows, holm, paired_claim, summarize
 
 
 def seeds_of(target_dir: Path, run: str) -> list[int]:
@@ -43,7 +48,28 @@ def run_accuracies(target_dir: Path, run: str, seeds: Sequence[int] | None = Non
     return values
 
 
-def decide(target_dir: Path, better: str, than: str | float, seeds: Sequence[int] | None = None) -> dict[str, Any]:
+def parse_claim(text: str) -> tuple[str, str | float]:
+    """'A>B' or 'A > 79.62' -> (A, B or the number)."""
+    better, sep, than = (part.strip() for part in text.partition(">"))
+    if not sep or not better or not than or ">" in than:
+        raise DfkdError(f"claim '{text}' is not 'RUN > RUN' or 'RUN > NUMBER', e.g. 'natural_bal.strong > natural_bal'.")
+    try:
+        return better, float(than)
+    except ValueError:
+        return better, than
+
+
+def decide_all(target_dir: Path, claims: Sequence[tuple[str, str | float]], seeds: Sequence[int] | None = None,
+               min_effect: float | None = None) -> list[dict[str, Any]]:
+    """Every claim decided (`decide`), then all of them as one family (Holm)."""
+    decisions = [decide(target_dir, better, than, seeds, min_effect) for better, than in claims]
+    for decision, claim in zip(decisions, holm([d["claim"] for d in decisions])):
+        decision["claim"] = claim
+    return decisions
+
+
+def decide(target_dir: Path, better: str, than: str | float, seeds: Sequence[int] | None = None,
+           min_effect: float | None = None) -> dict[str, Any]:
     """The claim 'better > than' (a run name, or a number in percent) over paired seeds."""
     mine = run_accuracies(target_dir, better, seeds)
     if isinstance(than, str):
@@ -52,7 +78,7 @@ def decide(target_dir: Path, better: str, than: str | float, seeds: Sequence[int
         label = than
     else:
         theirs, label = {seed: float(than) for seed in mine}, f"{float(than):g}%"
-    claim = paired_claim(f"{better} beats {label}", mine, theirs)
+    claim = paired_claim(f"{better} beats {label}", mine, theirs, min_effect=min_effect)
     return {"claim": claim, "better": {"run": better, "seeds": mine},
             "than": {"run" if isinstance(than, str) else "value": than, "seeds": theirs}}
 
@@ -70,3 +96,14 @@ def format_decision(decision: Mapping[str, Any]) -> str:
 
     return "\n".join([side(decision["better"]), side(decision["than"]), claim.line(),
                       f"({CONFIDENCE:.0%} Student's t interval over the paired differences)"])
+
+
+def format_decisions(decisions: Sequence[Mapping[str, Any]]) -> str:
+    """One decision as `format_decision` writes it; several as their sides, a table of the claims
+    (with the Holm verdicts and the seeds needed) and one line each."""
+    if len(decisions) == 1:
+        return format_decision(decisions[0])
+    blocks = ["\n".join(format_decision(d).splitlines()[:2]) for d in decisions]
+    claims = [d["claim"] for d in decisions]
+    return "\n\n".join([*blocks, markdown_table(pd.DataFrame(claims_rows(claims))).rstrip(),
+                         "\n".join(f"- {c.line()}" for c in claims), METHOD])

@@ -280,14 +280,23 @@ def cmd_compare(args) -> None:
 
 
 def cmd_claim(args) -> None:
-    from dfkd.claims import decide, format_decision
+    from dfkd.claims import decide_all, format_decisions, parse_claim
+    from dfkd.config import schema_default
 
-    than = args.than if args.than_value is None else args.than_value
-    decision = decide(Path(args.target_dir), args.better, than, args.seeds)
+    claims = [parse_claim(text) for text in args.claims]
+    if args.better is not None:
+        claims.insert(0, (args.better, args.than if args.than_value is None else args.than_value))
+    elif args.than is not None or args.than_value is not None:
+        raise DfkdError("--than and --than-value need --better (or write the claim as 'A > B').")
+    if not claims:
+        raise DfkdError("no claim given: use --better A --than B, or claims such as 'A > B' 'C > 79.62'.")
+    min_effect = args.min_effect if args.min_effect is not None else schema_default("study", "min_effect")
+    decisions = decide_all(Path(args.target_dir), claims, args.seeds, min_effect)
     if args.json:
-        print(json.dumps({**decision, "claim": decision["claim"].as_record()}, indent=2))
+        records = [{**d, "claim": d["claim"].as_record()} for d in decisions]
+        print(json.dumps(records[0] if len(records) == 1 else {"claims": records}, indent=2))
     else:
-        print(format_decision(decision))
+        print(format_decisions(decisions))
 
 
 # ---------------------------------------------------------------------------- device, command line
@@ -513,10 +522,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="also list what is equal (default: differences only)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("claim", help="decide 'run A beats run B (or a number)' from paired seeds, with a 95%% interval")
+    p = sub.add_parser("claim", help="decide 'run A beats run B (or a number)' from paired seeds, with a 95%% interval "
+                                     "(several claims: one family, Holm-adjusted)")
     p.add_argument("target_dir", help="a target's results folder, e.g. results/fmnist")
-    p.add_argument("--better", required=True, help="the run claimed better: a set or set.variant, e.g. natural_bal.strong")
-    than = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("claims", nargs="*", help="claims 'A > B' or 'A > NUMBER', e.g. 'natural_bal.strong > natural_bal'")
+    p.add_argument("--better", help="the run claimed better: a set or set.variant, e.g. natural_bal.strong")
+    p.add_argument("--min-effect", type=float,
+                   help="the smallest difference that matters, in points (default: the schema's study.min_effect)")
+    than = p.add_mutually_exclusive_group()
     than.add_argument("--than", help="the run it is compared with, e.g. natural_bal")
     than.add_argument("--than-value", type=float, help="a number in percent to beat, e.g. a paper's 79.62")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds to pair (default: every seed both runs finished)")

@@ -31,6 +31,15 @@ def load_schema() -> dict:
     return load_yaml(SCHEMA_PATH)
 
 
+def schema_default(*keys: str) -> Any:
+    """The schema's default of a config key, e.g. schema_default("study", "min_effect"): the one
+    place defaults live, for commands that run without a config."""
+    node = load_schema()
+    for key in keys:
+        node = node["properties"][key]
+    return node["default"]
+
+
 def definition_schema(name: str) -> dict:
     """A schema for one of the config schema's `$defs` (e.g. 'training')."""
     schema = load_schema()

@@ -18,6 +18,7 @@ import pandas as pd
 from dfkd.artifacts import atomic_path
 from dfkd.errors import DfkdError
 from dfkd.replicates import ReplicateReader, display_frame, family_claims, read_counts, replicate_columns
+from dfkd.stats import METHOD, holm
 
 SET_COLUMNS = ["transfer_set", "sources", "balanced", "size", "min_class", "max_class", "short_classes"]
 REPLICATED = ["accuracy", "hausdorff", "directed_set_to_train", "directed_train_to_set"]
@@ -143,7 +144,7 @@ def build_summary(target_dir: Path, params: Mapping, out_csv: Path, out_md: Path
     with atomic_path(out_csv) as tmp:
         frame.to_csv(tmp, index=False)
     rows = {r["transfer_set"]: r for r in frame.to_dict("records")}
-    claims = family_claims(rows, score, seeds)
+    claims = holm(family_claims(rows, score, seeds, min_effect=params.get("min_effect")))
     text = io.StringIO()
     text.write(f"# {params['target']}: students distilled on each transfer set\n\n")
     text.write(f"{teacher_line(teacher, params.get('teacher_min_accuracy'))} Seeds: {', '.join(map(str, seeds))} (each seed re-draws the "
@@ -153,8 +154,7 @@ def build_summary(target_dir: Path, params: Mapping, out_csv: Path, out_md: Path
                "each seed's value.\n\n")
     text.write(markdown_table(display_frame(frame, [score, *REPLICATED[1:]], {score: 2, "hausdorff": 2})))
     if claims:
-        text.write("\nThe study's claims, decided from paired seeds (95% Student's t interval of the "
-                   "mean paired difference):\n\n")
+        text.write(f"\nThe study's claims, decided from paired seeds. {METHOD}\n\n")
         text.writelines(f"- {claim.line()}\n" for claim in claims)
     if params.get("fill_sources"):
         text.write("\nGenerators drawn from until each class is full (draws: images drawn when the class filled):\n")

@@ -190,6 +190,7 @@ def report_slice(target):
         },
         "distilled": distilled_sets(target),
         "seeds": SEEDS,
+        "min_effect": config["study"]["min_effect"],
         "teacher_min_accuracy": config["targets"][target]["teacher"].get(
             "min_accuracy"
         ),

@@ -75,3 +75,38 @@ def test_tables_and_claims_read_a_student_alike(tmp_path):
     assert decide(tmp_path, "b", 40.0)["better"]["seeds"] == {0: 50.0}
     with pytest.raises(DfkdError, match=r"lacks test_accuracy; it was not written by `dfkd distill`\.$"):
         ReplicateReader(tmp_path, [0]).accuracies("b", "default")
+
+
+def test_several_claims_are_one_family_with_holm_and_seeds_needed(tmp_path, capsys):
+    write_runs(tmp_path, {
+        "a": {0: 0.810, 1: 0.812, 2: 0.809, 3: 0.811},
+        "b": {0: 0.800, 1: 0.790, 2: 0.805, 3: 0.780},
+        "c": {0: 0.8102, 1: 0.8118, 2: 0.8091, 3: 0.8109},
+    })
+    assert main(["claim", str(tmp_path), "a > b", "a>c", "b > 79.62", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)["claims"]
+    assert [r["claim"]["claim"] for r in records] == ["a beats b", "a beats c", "b beats 79.62%"]
+    assert {r["claim"]["family_size"] for r in records} == {3}
+    by_hand = [stats.ttest_1samp([100 * (x - y) for x, y in zip(xs, ys)], 0.0).pvalue for xs, ys in (
+        ([0.810, 0.812, 0.809, 0.811], [0.800, 0.790, 0.805, 0.780]),
+        ([0.810, 0.812, 0.809, 0.811], [0.8102, 0.8118, 0.8091, 0.8109]))]
+    assert records[0]["claim"]["p_value"] == pytest.approx(by_hand[0])
+    # a and c differ by hundredths of a point: equivalent within the schema's 1 point
+    assert records[1]["claim"]["verdict"] == "equivalent" and records[1]["claim"]["min_effect"] == 1.0
+    assert records[1]["claim"]["holm_verdict"] == "equivalent"
+    assert all("seeds_needed" in r["claim"] and "holm_verdict" in r["claim"] for r in records)
+    assert main(["claim", str(tmp_path), "a > b", "b > 79.62", "--min-effect", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "| claim | n | difference | 95% CI | verdict | Holm (2 claims) |" in out
+    assert "seeds would decide an effect of this size" in out
+
+
+def test_a_malformed_claim_is_one_line(tmp_path, capsys):
+    write_runs(tmp_path, {"x": {0: 0.8}})
+    assert main(["claim", str(tmp_path), "x >> y"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "claim 'x >> y' is not 'RUN > RUN'" in err and len(err.splitlines()) == 1
+    assert main(["claim", str(tmp_path)]) == 2
+    assert "no claim given" in capsys.readouterr().err
+    assert main(["claim", str(tmp_path), "--than", "x"]) == 2
+    assert "need --better" in capsys.readouterr().err

@@ -62,7 +62,7 @@ def even(n):
 
 def params(table, rows, variants=("default",), dataset="FMNIST", seeds=SEEDS):
     return {"target": "fm", "table": table, "dataset": dataset, "num_classes": K, "per_class": 6000, "total": 60000,
-            "variants": list(variants), "seeds": list(seeds), "rows": [{"row": r, "set": s, "recipe": rec} for r, s, rec in rows]}
+            "variants": list(variants), "seeds": list(seeds), "min_effect": 1.0, "rows": [{"row": r, "set": s, "recipe": rec} for r, s, rec in rows]}
 
 
 @pytest.fixture()
@@ -207,14 +207,17 @@ def test_written_tables_carry_provenance_and_agree(results, tmp_path):
     assert csv["accuracy_sd"].tolist() == pytest.approx([10.0, 10.0]) and csv["accuracy_seed1"].tolist() == pytest.approx([70.0, 60.0])
     assert record["seeds"] == [0, 1, 2]
     claim = record["claims"][0]
-    assert set(claim) == {"claim", "difference_mean", "ci_low", "ci_high", "n", "verdict"}
+    assert {"claim", "difference_mean", "ci_low", "ci_high", "n", "verdict", "holm_verdict", "seeds_needed"} <= set(claim)
     assert claim["n"] == 3 and claim["difference_mean"] == pytest.approx(30.0)
+    assert claim["seeds"] == [0, 1, 2] and claim["differences"] == pytest.approx([30.0, 10.0, 50.0])
+    assert claim["min_effect"] == 1.0 and claim["family_size"] == 2
     inputs = record["provenance"]["inputs"]
     assert inputs["students/s/seed2/metrics.json"]["sha256"] and "distance/n/seed0.json" in inputs
     markdown = (out / "t.md").read_text()
     assert "Does the study's claim hold" in markdown and "80.00 ± 10.00" in markdown and "n=3" in markdown
+    assert "| claim | n | difference | 95% CI | verdict | Holm (2 claims) | seeds needed (this effect) |" in markdown
     tex = (out / "t.tex").read_text()
-    assert r"\toprule" in tex and r"80.00 $\pm$ 10.00" in tex
+    assert r"\toprule" in tex and r"80.00 $\pm$ 10.00" in tex and "Holm (2 claims)" in tex
 
 
 def test_missing_results_and_bad_params_are_named(results):

@@ -33,7 +33,7 @@ from dfkd.replicates import (
     replicate_columns, seed_values,
 )
 from dfkd.report import markdown_table, set_columns
-from dfkd.stats import Claim, paired_claim
+from dfkd.stats import METHOD, Claim, claims_rows, holm, paired_claim
 from dfkd.study import TABLE_NAMES
 from dfkd.study.published import published, table_rows
 
@@ -116,7 +116,7 @@ def main_table(reader: ReplicateReader, params: Mapping) -> Table:
     claims = []
     for variant, column in accuracy_columns(variants).items():
         label = "" if len(variants) == 1 else f" [{variant}]"
-        claims += family_claims(rows, column, seeds, label)
+        claims += family_claims(rows, column, seeds, label, params.get("min_effect"))
     teacher = 100.0 * float(reader.teacher()["test_accuracy"])
     return Table(
         title="Main table: students on every transfer set, with and without augmentation",
@@ -147,7 +147,8 @@ def class_balance_table(name: str) -> Callable[[ReplicateReader, Mapping], Table
         for fewer, more in zip(ordered, ordered[1:]):
             k0, k1 = fewer["classes"], more["classes"]
             claims.append(paired_claim(f"accuracy rises with the number of classes (k = {k0} < k = {k1})",
-                                       seed_values(more, column, seeds), seed_values(fewer, column, seeds)))
+                                       seed_values(more, column, seeds), seed_values(fewer, column, seeds),
+                                       min_effect=params.get("min_effect")))
         for fewer, more in zip(ordered, ordered[1:]):
             k0, k1 = fewer["classes"], more["classes"]
             claims.append(paired_claim(f"distance to the training set falls with the number of classes (k = {k0} -> {k1})",
@@ -173,7 +174,8 @@ def base_order_table(reader: ReplicateReader, params: Mapping) -> Table:
     for claim, better, worse in (("balancing base A helps (A+B > A)", "A+B", "A"),
                                  ("balancing base B helps (B+A > B)", "B+A", "B"),
                                  ("the base matters: the better base wins balanced (B+A > A+B)", "B+A", "A+B")):
-        claims.append(compare_rows(rows, better, worse, column, seeds, claim) or _missing(claim))
+        claims.append(compare_rows(rows, better, worse, column, seeds, claim, min_effect=params.get("min_effect"))
+                      or _missing(claim))
     return Table(
         title="Table 3: the base transfer set matters (order of mixing)",
         method=f"A and B alone (unbalanced) and each balanced with the other as filler. {describe_variants(params)}",
@@ -204,11 +206,13 @@ def balancer_table(reader: ReplicateReader, params: Mapping) -> Table:
         added = [k for k in by_balancer if k != "none"]
         for balancer in added:
             claims.append(compare_rows(by_balancer, balancer, "none", column, seeds,
-                                       f"balancing the {base} base with {balancer} beats the unbalanced base"))
+                                       f"balancing the {base} base with {balancer} beats the unbalanced base",
+                                       min_effect=params.get("min_effect")))
         if "natural" in added:
             for other in (k for k in added if k != "natural"):
                 claims.append(compare_rows(by_balancer, "natural", other, column, seeds,
-                                           f"natural data balances the {base} base better than {other}"))
+                                           f"natural data balances the {base} base better than {other}",
+                                           min_effect=params.get("min_effect")))
     study_column = next((c for c in frame.columns if c.startswith("study")), None)
     return Table(
         title="Table 4: which set is added to balance an unbalanced base",
@@ -246,11 +250,13 @@ def distance_table(reader: ReplicateReader, params: Mapping) -> Table:
     claims = [
         paired_claim(f"the closer set is the better one: {near['row']} (distance {near['hausdorff_mean']:.2f}) "
                      f"beats {far['row']} ({far['hausdorff_mean']:.2f})",
-                     seed_values(near, column, seeds), seed_values(far, column, seeds))
+                     seed_values(near, column, seeds), seed_values(far, column, seeds),
+                     min_effect=params.get("min_effect"))
         for near, far in zip(ordered, ordered[1:])
     ]
     rows = _by_row(frame)
-    claims += ordering_claims(rows, [f for f in FAMILIES if f in rows], column, seeds, "accuracy")
+    claims += ordering_claims(rows, [f for f in FAMILIES if f in rows], column, seeds, "accuracy",
+                              min_effect=params.get("min_effect"))
     return Table(
         title="Table 5: distillation accuracy against feature distance",
         method=f"{describe_variants(params)} Distance: exact Hausdorff distance to the training set in the teacher's "
@@ -347,6 +353,7 @@ def build_table(target_dir: Path, params: Mapping) -> tuple[Table, dict[str, Pat
         raise DfkdError(f"study table '{name}' has no rows; list them under study.tables.{name}.rows in the config.")
     reader = ReplicateReader(target_dir, params.get("seeds", [0]))
     table = BUILDERS[name](reader, params)
+    table.claims = holm(table.claims)  # the table's claims are one family
     if not table.verdicts:  # say so rather than print an empty list
         table.facts.append(verdict("the study's claims for this table", None,
                                    "its rows lack the pairs the claims compare; see the row names in config.yaml"))
@@ -366,10 +373,10 @@ def render_markdown(table: Table, params: Mapping) -> str:
     text.write(table.markdown if table.markdown is not None else markdown_table(shown_frame(table)))
     for note in table.notes:
         text.write(f"\n{note}\n")
-    text.write("\nDoes the study's claim hold in our measurement? Each claim compares paired runs (the same "
-               "seed on both sides): the mean paired difference and its 95% Student's t interval; it holds "
-               "when the interval lies above 0, does not hold below 0, and is inconclusive when it "
-               "contains 0. One seed decides nothing.\n\n")
+    text.write(f"\nDoes the study's claim hold in our measurement? {METHOD} "
+               f"min_effect = {params.get('min_effect')} points.\n\n")
+    if table.claims:
+        text.write(markdown_table(pd.DataFrame(claims_rows(table.claims))) + "\n")
     text.writelines(f"- {line}\n" for line in table.verdicts)
     return text.getvalue()
 
@@ -387,6 +394,9 @@ def write_table(target_dir: Path, params: Mapping, out_csv: Path, out_md: Path, 
         with atomic_path(out_tex) as tmp:
             tex = latex_table(shown_frame(table), f"{params['target']}: {table.title}",
                               f"tab:{params['target']}-{params['table']}")
+            if table.claims:
+                tex += "\n" + latex_table(pd.DataFrame(claims_rows(table.claims)), f"{params['target']}: claims of {table.title}",
+                                          f"tab:{params['target']}-{params['table']}-claims")
             tmp.write_text(tex.replace("±", r"$\pm$"))
     records = table.frame.astype(object).where(table.frame.notna(), None).to_dict("records")
     write_json(out_json, {"table": params["table"], "title": table.title, "seeds": list(params.get("seeds", [0])),
