@@ -101,6 +101,8 @@ rule quality_table:
         ),
     log:
         path("{target}", "logs", "tables/quality.log"),
+    benchmark:
+        path("{target}", "benchmarks", "tables/quality.tsv")
     conda:
         "../envs/dfkd.yaml"
     params:

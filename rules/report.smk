@@ -13,6 +13,8 @@ rule plot_class_counts:
         ),
     log:
         path("{target}", "logs", "plot/{set}.log"),
+    benchmark:
+        path("{target}", "benchmarks", "plot/{set}.tsv")
     conda:
         "../envs/dfkd.yaml"
     shell:
@@ -47,6 +49,8 @@ rule summary_table:
         md=path("{target}", "tables", "summary.md"),
     log:
         path("{target}", "logs", "summary_table.log"),
+    benchmark:
+        path("{target}", "benchmarks", "summary_table.tsv")
     conda:
         "../envs/dfkd.yaml"
     params:
@@ -73,6 +77,8 @@ rule training_curves:
         ),
     log:
         path("{target}", "logs", "plot/training_curves.log"),
+    benchmark:
+        path("{target}", "benchmarks", "plot/training_curves.tsv")
     conda:
         "../envs/dfkd.yaml"
     params:

@@ -22,6 +22,8 @@ rule study_table:
         tex=path("{target}", "tables", "{table}.tex"),
     log:
         path("{target}", "logs", "tables/{table}.log"),
+    benchmark:
+        path("{target}", "benchmarks", "tables/{table}.tsv")
     conda:
         "../envs/dfkd.yaml"
     params:
@@ -48,6 +50,8 @@ rule study_figure:
         ),
     log:
         path("{target}", "logs", "figures/{table}.log"),
+    benchmark:
+        path("{target}", "benchmarks", "figures/{table}.tsv")
     conda:
         "../envs/dfkd.yaml"
     shell:
