@@ -273,6 +273,13 @@ def cmd_plot_curves(args) -> None:
     plot_curves([Path(p) for p in args.log_csv], Path(args.out), labels=args.labels, title=args.title)
 
 
+def cmd_publish(args) -> None:
+    from dfkd.publish import publish
+
+    copied = publish(Path(args.target_dir), Path(args.docs_dir), args.note)
+    print(f"copied {len(copied)} files to {args.docs_dir}; index: {Path(args.docs_dir) / 'README.md'}")
+
+
 def cmd_compare(args) -> None:
     from dfkd.compare import compare_paths
 
@@ -515,6 +522,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="", help="figure title (default: none)")
     p.add_argument("--out", required=True, help="output PNG file")
     p.set_defaults(func=cmd_plot_curves)
+
+    p = sub.add_parser("publish", help="copy a target's measured tables and figures into the docs, with date, machine and commit")
+    p.add_argument("target_dir", help="a target's results folder, e.g. results/fmnist")
+    p.add_argument("docs_dir", help="the docs folder to copy into, e.g. docs/results/fmnist")
+    p.add_argument("--note", default="", help="a line for the index, e.g. how the run was made (default: none)")
+    p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("compare", help="config, provenance and metric differences of two artifacts, runs or results trees")
     p.add_argument("a", help="an artifact file, a run folder (students/{run}) or a results tree")
