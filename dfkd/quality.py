@@ -553,6 +553,13 @@ def _ranking(candidates: list[dict]) -> dict[str, list[str]]:
     return ranking
 
 
+def _collapse(what: str, view: SetView, scores: Mapping[str, float], num_classes: int) -> str | None:
+    """`dfkd.collapse`'s one line when the teacher puts most of these rows in one class, else None."""
+    from dfkd.collapse import collapse_line
+
+    return collapse_line(what, np.bincount(view.label, minlength=num_classes), scores.get("soft_effective_classes"))
+
+
 def score_sources(
     labels_files: Sequence[Path],
     num_classes: int,
@@ -598,6 +605,7 @@ def score_sources(
         view = gather_view(rows, {name: frame}, None if features is None else {name: features[name]})
         candidates.append({"name": name, "kind": "source", "sources": [name], "n": int(len(rows)),
                            "scores": data_free_scores(view, num_classes, cap)})
+        candidates[-1]["collapse"] = _collapse(f"source `{name}`", view, candidates[-1]["scores"], num_classes)
     mix, counts = assemble(list(labels.items()), num_classes, balanced=True, per_class=cap,
                            total=cap * num_classes, seed=seed)
     if not mix.empty:
@@ -605,6 +613,8 @@ def score_sources(
         candidates.append({"name": "mix:" + "+".join(labels), "kind": "mix", "sources": list(labels),
                            "n": int(len(mix)), "short_classes": int(counts["short"].sum()),
                            "scores": data_free_scores(view, num_classes, cap)})
+        candidates[-1]["collapse"] = _collapse(f"their balanced mix `{candidates[-1]['name']}`", view,
+                                               candidates[-1]["scores"], num_classes)
     ranking = _ranking(candidates)
     if rank_by not in ranking:
         raise DfkdError(f"--rank-by {rank_by} needs the features files; pass --features.")
@@ -640,7 +650,8 @@ def score_files(
 
 
 def format_scores(payload: Mapping) -> str:
-    """A plain-text table of `score_sources`'s candidates, best first."""
+    """A plain-text table of `score_sources`'s candidates, best first, then one line per collapsed
+    candidate (`dfkd.collapse`)."""
     names = list(payload["ranking"])
     header = ["candidate", "n"] + names
     rows = [[c["name"], str(c["n"])] + [f"{c['scores'][s]:.4g}" if s in c["scores"] else "-" for s in names]
@@ -649,4 +660,5 @@ def format_scores(payload: Mapping) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header] + rows]
     lower = [s for s in names if payload["directions"][s] < 0]
     note = f"; lower is better: {', '.join(lower)}" if lower else "; higher is better for every score"
-    return "\n".join(lines + [f"ranked by {payload['rank_by']}, per_class={payload['per_class']}{note}"])
+    collapses = [c["collapse"] for c in payload["candidates"] if c.get("collapse")]
+    return "\n".join(lines + [f"ranked by {payload['rank_by']}, per_class={payload['per_class']}{note}", *collapses])

@@ -4,7 +4,8 @@ Inputs: `teacher/metrics.json`, and for every seed k of config `seeds`:
 `transfer/{set}/seed{k}.counts.csv`, `students/{set}/seed{k}/metrics.json`,
 `distance/{set}/seed{k}.json` (dfkd.layout). Outputs: `tables/summary.csv` (one row per
 transfer set: accuracy and distances as mean, sample sd, n and each seed's value) and `.md`
-(mean ± sd, and the study's claims decided from paired seeds), `figures/class_counts_{set}.png`.
+(mean ± sd, the study's claims decided from paired seeds, and a line for each base source that the
+teacher puts mostly in one class, `dfkd.collapse`), `figures/class_counts_{set}.png`.
 Every number comes from those files.
 """
 from __future__ import annotations
@@ -134,6 +135,23 @@ def fill_section(target_dir: Path, sources: list[str]) -> str:
     return text.getvalue()
 
 
+def collapse_lines(reader: ReplicateReader, sets: Mapping[str, Mapping], order: list[str]) -> list[str]:
+    """One line per base source that the teacher puts mostly in one class (`dfkd.collapse`), from the
+    `before` counts of the sets built on it (the teacher's labels of all the base's rows)."""
+    from dfkd.collapse import collapse_line
+
+    built_on: dict[str, list[str]] = {}
+    for name in order:
+        built_on.setdefault(sets[name]["sources"][0], []).append(name)
+    lines = []
+    for base, names in built_on.items():
+        line = collapse_line(f"source `{base}` (the base of {', '.join(names)})",
+                             reader.counts(names[0])["before"].to_numpy())
+        if line is not None:
+            lines.append(line)
+    return lines
+
+
 def build_summary(target_dir: Path, params: Mapping, out_csv: Path, out_md: Path) -> pd.DataFrame:
     seeds = [int(s) for s in params.get("seeds", [0])]
     reader = ReplicateReader(Path(target_dir), seeds)
@@ -156,6 +174,10 @@ def build_summary(target_dir: Path, params: Mapping, out_csv: Path, out_md: Path
     if claims:
         text.write(f"\nThe study's claims, decided from paired seeds. {METHOD}\n\n")
         text.writelines(f"- {claim.line()}\n" for claim in claims)
+    collapses = collapse_lines(reader, params["sets"], params.get("order") or list(params["sets"]))
+    if collapses:
+        text.write("\nSources the teacher sees as mostly one class:\n\n")
+        text.writelines(f"- {line}\n" for line in collapses)
     if params.get("fill_sources"):
         text.write("\nGenerators drawn from until each class is full (draws: images drawn when the class filled):\n")
         text.write(fill_section(Path(target_dir), list(params["fill_sources"])))
