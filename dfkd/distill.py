@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from dfkd.artifacts import h5_dataset, open_h5, read_parquet, save_torch, write_json
+from dfkd.artifacts import read_parquet, save_torch, write_json
 from dfkd.augment import (
     VIEW_BITS, VIEW_MIXED, augment_active, augment_batch, augment_batch_with_views, mixing_active,
     unmixed_view_codes, view_codes,
@@ -33,12 +33,12 @@ from dfkd.augment import (
 from dfkd.errors import DfkdError
 from dfkd.models import count_parameters, load_model, model_record
 from dfkd.provenance import make_provenance
+from dfkd.rows import gather_manifest
 from dfkd.training import (
     TensorLoader, describe_device, evaluate, fit, init_model, load_split, model_input, pick_device,
     predict_logits, predict_view_logits, target_spec, to_unit, training_config, write_log_csv,
 )
 
-_BLOCK = 4096  # rows read at a time when gathering from HDF5 (the writers' chunk length)
 HELDOUT_SHARE = 0.1  # without a test split: the share of transfer rows held out to score agreement
 
 
@@ -65,30 +65,6 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     log_q = F.log_softmax(student_logits.float() / T, dim=1)  # (N, K)
     log_p = F.log_softmax(teacher_logits.float() / T, dim=1)  # (N, K)
     return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * (T * T)
-
-
-def gather_rows(path: str | Path, name: str, indices: np.ndarray, trailing: Sequence[int] | None = None,
-                dtypes: Sequence[str] = ()) -> np.ndarray:
-    """Rows `indices` (any order, repeats allowed) of dataset `name`, read block by block."""
-    with open_h5(path) as handle:
-        dataset = h5_dataset(handle, name, None if trailing is None else 1 + len(trailing), dtypes)
-        if trailing is not None and tuple(dataset.shape[1:]) != tuple(trailing):
-            raise DfkdError(f"{path}:/{name} has shape {dataset.shape}; expected (N, {', '.join(map(str, trailing))}). "
-                            "Re-run the rule that makes it for this target.")
-        n = dataset.shape[0]
-        if len(indices) and (indices.min() < 0 or indices.max() >= n):
-            bad = indices.min() if indices.min() < 0 else indices.max()
-            raise DfkdError(f"{path}:/{name} has {n} rows but the transfer set asks for row {bad}; "
-                            "the manifest is stale, re-run assemble.")
-        out = np.empty((len(indices),) + dataset.shape[1:], dataset.dtype)
-        order = np.argsort(indices, kind="stable")
-        wanted = indices[order]  # sorted row numbers
-        for start in range(0, n, _BLOCK):
-            lo, hi = np.searchsorted(wanted, [start, start + _BLOCK])
-            if lo < hi:
-                block = dataset[start:min(start + _BLOCK, n)]
-                out[order[lo:hi]] = block[wanted[lo:hi] - start]
-    return out
 
 
 def _check_teacher(record: Mapping[str, Any], spec: Mapping[str, Any], path: Path) -> None:
@@ -194,13 +170,9 @@ def distill_student(
 
     # 2. the transfer set's images (and teacher logits) in manifest order, on the device
     C, S, K = spec["channels"], spec["image_size"], spec["num_classes"]
-    rows_of = {source: np.flatnonzero(frame["source"].to_numpy() == source) for source in sources}
-    index = frame["index"].to_numpy()
-    if index.dtype.kind not in "iu":
-        raise DfkdError(f"{manifest}: column 'index' has dtype {index.dtype}; expected integers.")
-    images = np.empty((len(frame), C, S, S), np.uint8)
-    for source, rows in rows_of.items():
-        images[rows] = gather_rows(data_files[source], "images", index[rows], (C, S, S), ("uint8",))
+    if frame["index"].dtype.kind not in "iu":
+        raise DfkdError(f"{manifest}: column 'index' has dtype {frame['index'].dtype}; expected integers.")
+    images = gather_manifest(frame, data_files, "images", (C, S, S), ("uint8",), what="data")
     images = torch.from_numpy(images).to(device)  # (M, C, S, S) uint8
     if test_h5 is not None:
         test_x, test_y = load_split(test_h5, spec, device)
@@ -212,9 +184,7 @@ def distill_student(
     t_mean, t_std = record["mean"], record["std"]
     logits = None  # (M, K) float32 when fixed per row
     if cached:
-        logits = np.empty((len(frame), K), np.float32)
-        for source, rows in rows_of.items():
-            logits[rows] = gather_rows(feature_files[source], "logits", index[rows], (K,), ("f2", "f4", "f8"))
+        logits = gather_manifest(frame, feature_files, "logits", (K,), ("f2", "f4", "f8")).astype(np.float32)
         if not np.isfinite(logits).all():
             raise DfkdError(f"teacher logits in {[str(feature_files[s]) for s in sources]} hold NaN or inf; "
                             "re-run feature extraction (check the teacher).")
@@ -272,7 +242,7 @@ def distill_student(
         "temperature": T,
         "epochs": cfg["epochs"],
         "transfer_rows": len(frame) if test_h5 is not None else int(len(keep)),
-        "transfer_rows_by_source": {source: len(rows) for source, rows in rows_of.items()},
+        "transfer_rows_by_source": {source: int((frame["source"] == source).sum()) for source in sources},
         "teacher_logits": teacher_logits,
         "seconds": result.wall_seconds,
         "train_seconds": result.train_seconds,

@@ -34,6 +34,8 @@ import pandas as pd
 from dfkd.artifacts import h5_dataset, open_h5, read_h5_array, read_parquet, write_json
 from dfkd.errors import DfkdError
 from dfkd.provenance import make_provenance
+from dfkd.neighbours import kth_neighbour_distances, nearest_distances
+from dfkd.rows import gather_manifest
 
 LABEL_COLUMNS = ("index", "label", "confidence", "margin")
 PARTIAL_QUANTILE = 0.95  # partial Hausdorff: the 95th-percentile nearest-neighbour distance
@@ -138,13 +140,8 @@ def gather_view(
         label[rows] = frame["label"].to_numpy()[where]
         confidence[rows] = frame["confidence"].to_numpy(dtype=np.float64)[where]
         margin[rows] = frame["margin"].to_numpy(dtype=np.float64)[where]
-        if features_files is not None:
-            if name not in features_files:
-                raise DfkdError(f"no features file given for source '{name}' (given: {sorted(features_files)}).")
-            block = read_h5_array(features_files[name], "logits", ndim=2)  # (N_source, K): small
-            if logits is None:
-                logits = np.empty((n, block.shape[1]))
-            logits[rows] = block[index[rows]]
+    if features_files is not None:
+        logits = gather_manifest(manifest, features_files, "logits", ndim=2).astype(np.float64)  # (M, K)
     features = gather_features(manifest, features_files) if features_files is not None else None
     return SetView(label, confidence, margin, logits, features)
 
@@ -260,80 +257,6 @@ def data_free_scores(view: SetView, num_classes: int, per_class: int) -> dict[st
         scores["within_class_spread"] = within_class_spread(view.features, view.label, num_classes)
         scores["feature_spread"] = feature_spread(view.features)
     return scores
-
-
-# ---------------------------------------------------------------------------- nearest neighbours
-def nearest_distances(x: np.ndarray, y: np.ndarray, *, device: str = "cpu", threads: int | None = None) -> np.ndarray:
-    """Exact distance from every row of x to its nearest row of y, float64 (N_x,).
-
-    hausdorff's blocked search (float32 products with a rigorous error bound, winners
-    re-measured directly in float64), run to the end for every row: no early break.
-    """
-    import dfkd.hausdorff as hd
-
-    x, y = hd._as_features(x, "A"), hd._as_features(y, "B")
-    hd._check_dims(x, y)
-    with hd._torch_settings(threads):
-        xs, ys, _ = hd._prepare(x, y, 0, device)
-        search = hd._Search(xs, ys, hd.COLUMN_BLOCK)
-        rows = np.arange(len(x))
-        ub, arg = search.probe(rows, exact=True)  # an exact distance per row: a finite start
-        by_home = np.argsort(search.home(rows), kind="stable")  # rows near in projection together
-        for start in range(0, len(rows), hd.ROW_BLOCK):
-            group = by_home[start : start + hd.ROW_BLOCK]
-            group_ub, group_arg = ub[group], arg[group]
-            search.scan(rows[group], group_ub, group_arg, -np.inf)  # limit -inf: every row to the end
-            ub[group] = group_ub
-    return ub
-
-
-def kth_neighbour_distances(x: np.ndarray, k: int, *, device: str = "cpu") -> np.ndarray:
-    """Exact distance from every row of x to its k-th nearest other row of x (self excluded by
-    position; duplicates count, at distance 0), float64 (N,).
-
-    Blocked float64 products on centred rows give candidates: the k + 8 smallest per row,
-    re-measured directly in float64. A row is certified when even its smallest non-candidate,
-    lowered by the rounding-error bound of the products, lies at or beyond its k-th candidate;
-    the rare rows that fail are measured against every row.
-    """
-    import torch
-
-    from dfkd.hausdorff import _pair_distances
-
-    x = np.asarray(x)
-    n, dim = x.shape
-    if not 1 <= k < n:
-        raise DfkdError(f"the k-th neighbour needs 1 <= k < N rows, got k={k} and N={n}.")
-    centred = torch.from_numpy(x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)).to(device)  # (N, D)
-    sq = (centred * centred).sum(dim=1)  # (N,)
-    norm = sq.sqrt().cpu().numpy()
-    width = min(n - 1, k + 8)
-    # |computed d'^2 - d'^2| <= gamma (|x| + |y|)^2 for a dot product, two squared norms and
-    # two sums (gamma_{D+4}), doubled for safety; centring moves d by <= 2 u (|x| + |y|).
-    gamma = 2 * (dim + 4) * U64 / (1 - (dim + 4) * U64)
-    out = np.empty(n)
-    step = max(1, (1 << 25) // n)  # rows per block: 32M float64 values
-    ymax = float(norm.max())
-    for start in range(0, n, step):
-        rows = torch.arange(start, min(start + step, n), device=device)
-        d2 = sq[rows, None] + sq[None, :] - 2 * centred[rows] @ centred.T  # (R, N)
-        d2[torch.arange(len(rows), device=device), rows] = torch.inf  # not itself
-        values, cols = torch.topk(d2, min(width + 1, n - 1), dim=1, largest=False)  # (R, W [+ 1])
-        cols = cols[:, :width].cpu().numpy()
-        row_ids = np.repeat(rows.cpu().numpy(), width)
-        exact = _pair_distances(x, x, row_ids, cols.reshape(-1)).reshape(-1, width)  # (R, W)
-        kth = np.sort(exact, axis=1)[:, k - 1]
-        if width < n - 1:
-            size = norm[rows.cpu().numpy()] + ymax
-            floor = values[:, width].cpu().numpy() - gamma * size**2  # smallest non-candidate d'^2, lowered
-            lower = (np.sqrt(np.maximum(floor, 0.0)) - 4 * U64 * size) * (1 - gamma)  # as measured directly
-            for r in np.flatnonzero(lower < kth * (1 + gamma)):  # not certified: measure all
-                i = start + r
-                full = _pair_distances(x, x, np.full(n, i), np.arange(n))
-                full[i] = np.inf
-                kth[r] = np.partition(full, k - 1)[k - 1]
-        out[start : start + len(kth)] = kth
-    return out
 
 
 # ---------------------------------------------------------------------------- distances

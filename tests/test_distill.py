@@ -12,7 +12,8 @@ import torch
 
 from conftest import assert_same_weights, tiny_split
 from dfkd.artifacts import load_torch, read_json, write_h5, write_parquet
-from dfkd.distill import distill_student, gather_rows, kd_loss, kd_step_loss
+from dfkd.distill import distill_student, kd_loss, kd_step_loss
+from dfkd.rows import read_rows
 from dfkd.errors import DfkdError
 from dfkd.models import load_model
 from dfkd.teacher import train_teacher
@@ -44,17 +45,17 @@ def test_kd_loss_is_zero_for_equal_logits_and_has_gradient():
     assert s.grad.abs().sum() > 0
 
 
-# ---------------------------------------------------------------------------- gather_rows
-def test_gather_rows_keeps_order_and_repeats(tmp_path, monkeypatch):
-    monkeypatch.setattr("dfkd.distill._BLOCK", 4)  # several blocks
+# ---------------------------------------------------------------------------- read_rows
+def test_read_rows_keeps_order_and_repeats(tmp_path, monkeypatch):
+    monkeypatch.setattr("dfkd.rows.BLOCK", 4)  # several blocks
     array = np.arange(30 * 2, dtype=np.float32).reshape(30, 2)
     write_h5(tmp_path / "a.h5", {"logits": array}, None)
     index = np.array([29, 0, 5, 5, 17, 3])
-    np.testing.assert_array_equal(gather_rows(tmp_path / "a.h5", "logits", index, (2,)), array[index])
+    np.testing.assert_array_equal(read_rows(tmp_path / "a.h5", "logits", index, (2,)), array[index])
     with pytest.raises(DfkdError, match="30 rows.*row 30"):
-        gather_rows(tmp_path / "a.h5", "logits", np.array([1, 30]), (2,))
+        read_rows(tmp_path / "a.h5", "logits", np.array([1, 30]), (2,))
     with pytest.raises(DfkdError, match="expected"):
-        gather_rows(tmp_path / "a.h5", "logits", index, (3,))
+        read_rows(tmp_path / "a.h5", "logits", index, (3,))
 
 
 # ---------------------------------------------------------------------------- distillation runs

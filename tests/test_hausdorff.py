@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
 import dfkd.hausdorff as hd
+import dfkd.neighbours as neighbours
 from dfkd.artifacts import write_h5, write_parquet
 from dfkd.errors import DfkdError
 from dfkd.hausdorff import directed_hausdorff_exact, gather_features, hausdorff, hausdorff_files
@@ -111,7 +112,8 @@ def test_every_stage_of_the_search(monkeypatch):
     monkeypatch.setattr(hd, "TOP_ROWS", 8)
     monkeypatch.setattr(hd, "SAMPLE_COLUMNS", 5)
     monkeypatch.setattr(hd, "ROW_BLOCK", 16)
-    monkeypatch.setattr(hd, "PROBE_CHUNK", 33)
+    monkeypatch.setattr(neighbours, "ROW_BLOCK", 16)
+    monkeypatch.setattr(neighbours, "PROBE_CHUNK", 33)
     rng = np.random.default_rng(5)
     a = np.maximum(rng.standard_normal((600, 12)) @ rng.standard_normal((12, 12)), 0)
     b = np.maximum(rng.standard_normal((400, 12)) + 1.0, 0)
@@ -215,7 +217,7 @@ def test_files_errors(tmp_path):
 
 
 def test_gather_features_over_two_sources(tmp_path, monkeypatch):
-    monkeypatch.setattr(hd, "READ_CHUNK", 7)  # several chunks per file
+    monkeypatch.setattr("dfkd.rows.BLOCK", 7)  # several blocks per file
     rng = np.random.default_rng(8)
     noise, shapes = rng.standard_normal((30, 4)), rng.standard_normal((20, 4))
     files = {

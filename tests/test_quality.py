@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import cdist, pdist
 
+from dfkd import neighbours
 from dfkd import quality as q
 from dfkd import rank
 from dfkd.artifacts import write_h5, write_parquet
@@ -193,9 +194,9 @@ def test_nearest_distances_match_brute_force(dim):
     a = rng.standard_normal((260, dim)).astype(np.float32)
     b = (rng.standard_normal((330, dim)) + 0.4).astype(np.float32)
     b[:50] = a[:50]  # exact duplicates: distance 0
-    assert np.allclose(q.nearest_distances(a, b), brute_nn(a, b), rtol=1e-12, atol=0)
-    assert np.allclose(q.nearest_distances(b, a), brute_nn(b, a), rtol=1e-12, atol=0)
-    assert (q.nearest_distances(a, b)[:50] == 0).all()
+    assert np.allclose(neighbours.nearest_distances(a, b), brute_nn(a, b), rtol=1e-12, atol=0)
+    assert np.allclose(neighbours.nearest_distances(b, a), brute_nn(b, a), rtol=1e-12, atol=0)
+    assert (neighbours.nearest_distances(a, b)[:50] == 0).all()
 
 
 @pytest.mark.parametrize("k", [1, 5])
@@ -206,30 +207,28 @@ def test_kth_neighbour_distances_match_brute_force(k):
     full = cdist(x, x)
     np.fill_diagonal(full, np.inf)
     want = np.sort(full, axis=1)[:, k - 1]
-    assert np.allclose(q.kth_neighbour_distances(x, k), want, rtol=1e-12, atol=1e-12)
+    assert np.allclose(neighbours.kth_neighbour_distances(x, k), want, rtol=1e-12, atol=1e-12)
     small = x[:9]  # every other row a candidate (no certification needed)
     f = cdist(small, small)
     np.fill_diagonal(f, np.inf)
-    assert np.allclose(q.kth_neighbour_distances(small, k), np.sort(f, axis=1)[:, k - 1], rtol=1e-12)
+    assert np.allclose(neighbours.kth_neighbour_distances(small, k), np.sort(f, axis=1)[:, k - 1], rtol=1e-12)
     with pytest.raises(DfkdError, match="k-th neighbour"):
-        q.kth_neighbour_distances(small, 9)
+        neighbours.kth_neighbour_distances(small, 9)
 
 
 def test_kth_neighbour_distances_on_a_lattice_of_ties(monkeypatch):
     """Many equal distances: where the ties run past the candidates, certification fails and
     the row is measured against every row (here: 7th neighbour of an inner point of a cubic
     lattice, at sqrt 2 like its 7th..18th, beyond the 15 candidates)."""
-    import dfkd.hausdorff as hd
-
     grid = np.stack(np.meshgrid(*[np.arange(5.0)] * 3), -1).reshape(-1, 3)  # (125, 3)
     full = cdist(grid, grid)
     np.fill_diagonal(full, np.inf)
     measured = []
-    original = hd._pair_distances
-    monkeypatch.setattr(hd, "_pair_distances", lambda x, y, r, c: measured.append(len(r)) or original(x, y, r, c))
+    original = neighbours.pair_distances
+    monkeypatch.setattr(neighbours, "pair_distances", lambda x, y, r, c: measured.append(len(r)) or original(x, y, r, c))
     for k in (1, 7, 20):
         measured.clear()
-        assert np.allclose(q.kth_neighbour_distances(grid, k), np.sort(full, axis=1)[:, k - 1], rtol=1e-12)
+        assert np.allclose(neighbours.kth_neighbour_distances(grid, k), np.sort(full, axis=1)[:, k - 1], rtol=1e-12)
         if k == 7:
             assert measured.count(len(grid)) >= 27  # the inner points at least
 
