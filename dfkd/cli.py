@@ -138,6 +138,15 @@ def cmd_fill(args) -> None:
                 checkpoint_seconds=args.checkpoint_seconds)
 
 
+def cmd_synthesize(args) -> None:
+    from dfkd.synthesis.stage import synthesize_source
+
+    synthesize_source(Path(args.teacher), _json_arg(args.params), Path(args.out), Path(args.report),
+                      labels=[Path(p) for p in args.labels or []],
+                      total_like=Path(args.total_like) if args.total_like else None,
+                      checkpoint_seconds=args.checkpoint_seconds)
+
+
 def cmd_label(args) -> None:
     from dfkd.labels import label_source
 
@@ -394,6 +403,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", required=True, help="data/{source}.fill.json")
     p.add_argument("--checkpoint-seconds", type=float, default=30.0, help="seconds between checkpoints (default: 30)")
     p.set_defaults(func=cmd_fill)
+
+    p = sub.add_parser("synthesize", help="images made from the teacher (impressions; a class-conditional fill)")
+    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--teacher", required=True, help="teacher model file (teacher/model.pt)")
+    p.add_argument("--params", required=True, help="JSON: {source, block: {...}} or {source, set, replicate, fill: "
+                                                   "{...}, recipe: {...}}, with num_classes, channels, image_size, mean, std")
+    p.add_argument("--labels", nargs="+", help="a fill's: labels files of the set's sources before it, in order")
+    p.add_argument("--total-like", help="a fill's: labels file whose row count is the set's default total")
+    p.add_argument("--out", required=True, help="data/{source}.h5, or data/sets/{set}/seed{k}/{source}.h5 for a fill")
+    p.add_argument("--report", required=True, help="its report, {out without .h5}.synthesis.json")
+    p.add_argument("--checkpoint-seconds", type=float, default=30.0, help="seconds between checkpoints (default: 30)")
+    p.set_defaults(func=cmd_synthesize)
 
     p = sub.add_parser("label", help="teacher labels of a source from its features file")
     p.add_argument("--features", required=True, help="features file of one source (features/{source}.h5)")

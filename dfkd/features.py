@@ -3,7 +3,8 @@
 Input: `teacher/model.pt` and `data/{source}.h5`. Output: `features/{source}.h5` with
 `features` float32 [N, D] (for a teacher from outside without a known penultimate layer, the
 logits; provenance `config.features` says which), `logits` float32 [N, K] and, where the data has them, the
-ground-truth `labels`. Images are streamed in chunks, so memory stays bounded by
+ground-truth `labels` and, for a source synthesised from the teacher, `class_targets` (the class
+each image was made for). Images are streamed in chunks, so memory stays bounded by
 `batch_size` whatever the source's size.
 """
 from __future__ import annotations
@@ -47,6 +48,7 @@ def extract_features(model_path: Path, data_path: Path, out: Path, batch_size: i
         check_images(images, spec, data_path)
         n = images.shape[0]
         labels = h5_dataset(source, "labels", ndim=1)[()] if "labels" in source else None
+        made_for = h5_dataset(source, "class_targets", ndim=1)[()] if "class_targets" in source else None
         with H5Writer(out, provenance) as writer, Progress(n, f"features {Path(data_path).stem}", "images") as bar:
             features_out = logits_out = None
             for start in range(0, n, batch_size):
@@ -63,3 +65,5 @@ def extract_features(model_path: Path, data_path: Path, out: Path, batch_size: i
                 raise DfkdError(f"{data_path} holds no images; nothing to extract.")
             if labels is not None:
                 writer.handle.create_dataset("labels", data=labels.astype(np.int64))
+            if made_for is not None:
+                writer.handle.create_dataset("class_targets", data=made_for.astype(np.int64))

@@ -59,8 +59,12 @@ STATE_VERSION = 1
 
 # ---------------------------------------------------------------------------- config
 def fill_sources(config: Mapping) -> list[str]:
-    """Names of the config's sources of kind `fill`."""
-    return [name for name, block in config["sources"].items() if block.get("kind") == "fill"]
+    """Names of the config's sources of kind `fill` with a blind generator (a synthesiser's fill is
+    made per set and seed by `dfkd.synthesis.stage`)."""
+    from dfkd.synthesis.stage import is_conditional
+
+    return [name for name, block in config["sources"].items()
+            if block.get("kind") == "fill" and not is_conditional(block)]
 
 
 def fill_source_pattern(config: Mapping) -> str:

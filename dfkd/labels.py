@@ -2,10 +2,13 @@
 
 Input: `features/{source}.h5` (its `logits`). Output: `labels/{source}.parquet` with
 `index` (row in the source's data file), `label` (teacher's class), `confidence` (max
-softmax), `margin` (top-1 minus top-2 probability) and `true_label` (-1 where unknown).
+softmax), `margin` (top-1 minus top-2 probability) and `true_label` (-1 where unknown); for a source
+synthesised from the teacher also `made_for` (the class each image was made for), and the log
+says how often the teacher's label equals it.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,12 @@ def teacher_labels(logits: np.ndarray) -> pd.DataFrame:
     )
 
 
+def made_for_line(frame: pd.DataFrame) -> str:
+    """How often the teacher's label equals the class a synthesised image was made for."""
+    agree = frame["label"].to_numpy() == frame["made_for"].to_numpy()
+    return f"teacher label = class made for in {agree.mean():.1%} of {len(agree):,} rows"
+
+
 def recorded_data_rows(features_path: Path) -> tuple[Path, int] | None:
     """(data file named by the features file's provenance, its image count); None where unknown."""
     record = ((read_h5_provenance(features_path) or {}).get("inputs") or {}).get("data") or {}
@@ -66,10 +75,14 @@ def label_source(features_path: Path, out: Path) -> pd.DataFrame:
                 parts.append(teacher_labels(logits[start : start + CHUNK]))
                 bar.update(len(parts[-1]))
         truth = h5_dataset(handle, "labels", ndim=1)[()] if "labels" in handle else np.full(n, -1)
+        made_for = h5_dataset(handle, "class_targets", ndim=1)[()] if "class_targets" in handle else None
     frame = pd.concat(parts, ignore_index=True)
     if not np.isfinite(frame["confidence"]).all():
         raise DfkdError(f"{features_path}:/logits holds NaN or inf values; the teacher is broken. Re-train it.")
     frame.insert(0, "index", np.arange(n, dtype=np.int64))
     frame["true_label"] = truth.astype(np.int64)
+    if made_for is not None:
+        frame["made_for"] = made_for.astype(np.int64)
+        print(f"label {Path(features_path).stem}: {made_for_line(frame)}", file=sys.stderr, flush=True)
     write_parquet(out, frame, make_provenance("label", {}, inputs={"features": features_path}))
     return frame

@@ -8,6 +8,7 @@ seed), and adding a seed adds only its own files:
     transfer/{set}/seed{k}.parquet, transfer/{set}/seed{k}.counts.csv
     distance/{set}/seed{k}.json
     students/{run}/seed{k}/model.pt, metrics.json, log.csv, checkpoint.pt
+    data|features|labels/sets/{set}/seed{k}/{source}.*  (a class-conditional fill, `set_source`)
 
 The Snakemake rules (rules/common.smk) and the tables' readers both use these functions.
 """
@@ -36,3 +37,9 @@ def student_metrics(run: str, seed: int | str) -> str:
 
 def student_log(run: str, seed: int | str) -> str:
     return f"{student_dir(run, seed)}/log.csv"
+
+
+def set_source(source: str, set_name: str, seed: int | str) -> str:
+    """A source made per transfer set and seed (a class-conditional fill): its name under
+    data/, features/ and labels/ (the file stem stays the source's name)."""
+    return f"sets/{set_name}/seed{seed}/{source}"

@@ -88,6 +88,10 @@ def _show_h5(path: Path) -> tuple[str, list[str], Any]:
             lines.append(f"  {name:<12} {str(dataset.dtype):<8} {dataset.shape}")
             if name.split("/")[-1] == "labels" and dataset.ndim == 1 and dataset.dtype.kind in "iu":
                 lines.append(f"  {'':<12} {_class_counts(dataset[()])}")
+        if "class_targets" in handle and "teacher_labels" in handle:  # synthesised from the teacher
+            agree = handle["class_targets"][()] == handle["teacher_labels"][()]
+            lines.append(f"teacher label = class made for in {agree.mean():.1%} of {len(agree):,} rows"
+                         if len(agree) else "no rows")
         attrs = {key: handle.attrs[key] for key in sorted(handle.attrs) if key != PROVENANCE_KEY}
         raw = handle.attrs.get(PROVENANCE_KEY)
     if not datasets:
@@ -109,6 +113,10 @@ def _show_parquet(path: Path) -> tuple[str, list[str], Any]:
     if "label" in names:
         labels = parquet.read(columns=["label"]).column("label").to_numpy(zero_copy_only=False)
         lines.append(f"label counts: {_class_counts(labels)}")
+    if {"label", "made_for"} <= names:  # a source synthesised from the teacher
+        from dfkd.labels import made_for_line
+
+        lines.append(made_for_line(parquet.read(columns=["label", "made_for"]).to_pandas()))
     if "source" in names:
         sources = parquet.read(columns=["source"]).column("source").to_pandas()
         counts = sources.value_counts(sort=False, dropna=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dfkd.sources import digits, fill, imagefolder, noise, patches, procedural, torchvision_data
+from dfkd.sources import digits, fill, imagefolder, noise, patches, procedural, synthesized, torchvision_data
 from dfkd.sources.base import (
     SOURCE_KINDS,
     SourceData,
@@ -30,6 +30,7 @@ for _kind in (
     patches.KIND,
     digits.KIND,
     fill.KIND,
+    *synthesized.KINDS,
 ):
     register_source_kind(_kind)
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from dfkd.errors import DfkdError
 from dfkd.sources.base import SEED_PROPERTY, SourceData, SourceKind, TargetSpec
+from dfkd.synthesis import SYNTHESIZERS
 
-GENERATOR_KINDS = ("noise", "shapes", "strokes", "patches")
+BLIND_KINDS = ("noise", "shapes", "strokes", "patches")  # drawn until the classes fill
+# class-conditional: asked for exactly the rows the set's earlier sources leave short (per set and seed)
+GENERATOR_KINDS = (*BLIND_KINDS, *SYNTHESIZERS)
 
 PROPERTIES = {
     "generator": {
@@ -19,7 +22,9 @@ PROPERTIES = {
         "properties": {"kind": {"enum": list(GENERATOR_KINDS)}},
         "description": (
             "The generator: a source block of kind noise, shapes, strokes or patches, without "
-            "count or seed (the budget and this block's seed decide them)."
+            "count or seed (the budget and this block's seed decide them); or of a synthesiser "
+            "(impressions), which makes, per transfer set and seed, only the rows its earlier "
+            "sources leave short."
         ),
     },
     "per_class": {
