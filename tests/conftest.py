@@ -91,6 +91,29 @@ def tiny_split(n: int, seed: int):
     return images, labels.astype(np.int64)
 
 
+def write_tiny_splits(root: Path, splits) -> dict[str, Path]:
+    """`tiny_split` files as dfkd's prepare writes them: {name: root/name.h5} for each
+    (name, rows, seed) of `splits`."""
+    from dfkd.artifacts import write_h5
+
+    files = {}
+    for name, n, seed in splits:
+        images, labels = tiny_split(n, seed)
+        files[name] = root / f"{name}.h5"
+        write_h5(files[name], {"images": images, "labels": labels}, None)
+    return files
+
+
+def fresh_copy(template: Path, tmp_path: Path, monkeypatch) -> Path:
+    """A fresh copy of a module's built template folder, for a test that may change it; the
+    working directory goes elsewhere (neither the copy's folder nor the template's), so that
+    recorded relative inputs resolve only as they would for a user in another folder."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(template, workdir)
+    monkeypatch.chdir(tmp_path)
+    return workdir
+
+
 def tiny_config() -> dict:
     return copy.deepcopy(TINY_CONFIG)
 

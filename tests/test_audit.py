@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import h5py
@@ -20,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from conftest import fresh_copy
 from dfkd import cli
 from dfkd.artifacts import (
     CONTENT_KEY, H5Writer, content_digest, load_torch, save_torch, write_h5, write_json, write_parquet,
@@ -84,10 +84,7 @@ def template(tmp_path_factory):
 @pytest.fixture
 def chain(template, tmp_path, monkeypatch):
     """A fresh copy of the chain (copied elsewhere: inputs resolve against ROOT's parent)."""
-    workdir = tmp_path / "copy"
-    shutil.copytree(template, workdir)
-    monkeypatch.chdir(tmp_path)  # neither the chain's folder nor the template's
-    return workdir
+    return fresh_copy(template, tmp_path, monkeypatch)
 
 
 def _audit(chain: Path) -> dict[str, str]:

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import fresh_copy
 from dfkd import cli
 from dfkd.artifacts import content_digest, read_json, save_torch, write_json
 from dfkd.audit import read_provenance, results_root_of, run_audit
@@ -75,10 +76,8 @@ def template(tmp_path_factory):
 
 @pytest.fixture
 def chain(template, tmp_path, monkeypatch):
-    workdir = tmp_path / "copy"
-    shutil.copytree(template, workdir)
-    monkeypatch.chdir(tmp_path)
-    return workdir
+    """A fresh copy of the chain (copied elsewhere: inputs resolve against ROOT's parent)."""
+    return fresh_copy(template, tmp_path, monkeypatch)
 
 
 # ---------------------------------------------------------------------------- help texts

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import assert_same_weights, tiny_split
+from conftest import assert_same_weights, write_tiny_splits
 from dfkd.artifacts import load_torch, read_json, write_h5, write_parquet
 from dfkd.distill import distill_student, kd_loss, kd_step_loss
 from dfkd.rows import read_rows
@@ -70,11 +70,7 @@ def world(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("world")
-    files = {}
-    for name, n, seed in (("train", 400, 0), ("test", 100, 1)):
-        images, labels = tiny_split(n, seed)
-        files[name] = root / f"{name}.h5"
-        write_h5(files[name], {"images": images, "labels": labels}, None)
+    files = write_tiny_splits(root, (("train", 400, 0), ("test", 100, 1)))
     noise = np.random.default_rng(2).integers(0, 256, (120, 1, 32, 32)).astype(np.uint8)
     files["noise"] = root / "noise.h5"
     write_h5(files["noise"], {"images": noise}, None)

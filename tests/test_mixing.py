@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import assert_same_weights, tiny_split
+from conftest import assert_same_weights, tiny_split, write_tiny_splits
 from dfkd.artifacts import load_torch, write_h5, write_parquet
 from dfkd.augment import (
     VIEW_FLIP, VIEW_MIXED, augment_active, augment_batch, augment_batch_with_views, augment_config, mix_batch,
@@ -248,11 +248,7 @@ def test_beside_per_view_logits_the_teacher_labels_only_the_mixed_images(cfg):
 def world(tmp_path_factory):
     """A briefly trained teacher, the train split as the only source, its features, a manifest."""
     root = tmp_path_factory.mktemp("mixing")
-    files = {}
-    for name, n, seed in (("train", 240, 0), ("test", 80, 1)):
-        images, labels = tiny_split(n, seed)
-        files[name] = root / f"{name}.h5"
-        write_h5(files[name], {"images": images, "labels": labels}, None)
+    files = write_tiny_splits(root, (("train", 240, 0), ("test", 80, 1)))
     target = {"channels": 1, "image_size": 32, "num_classes": 4, "mean": [0.5], "std": [0.5],
               "teacher": {"arch": "lenet5", "epochs": 1, "batch_size": 64, "optimizer": {"lr": 3e-3},
                           "schedule": "constant", "seed": 0, "amp": False}}
