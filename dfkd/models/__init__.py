@@ -10,35 +10,19 @@ add `format`, `layer`, `features` and `program`; `load_model` rebuilds it throug
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from torch import nn
 
 from dfkd.artifacts import load_torch
 from dfkd.errors import DfkdError
-from dfkd.models.alexnet import alexnet, alexnet_half
-from dfkd.models.lenet import lenet5, lenet5_bn, lenet5_half, lenet5_quarter
-from dfkd.models.resnet import resnet8, resnet18
+from dfkd.models.external import model_from_record
+from dfkd.models.registry import MODELS, build_model
 from dfkd.provenance import provenance_json
 
-MODELS: dict[str, Callable[[int, int, int], nn.Module]] = {
-    "lenet5": lenet5,
-    "lenet5_bn": lenet5_bn,
-    "lenet5_half": lenet5_half,
-    "lenet5_quarter": lenet5_quarter,
-    "alexnet": alexnet,
-    "alexnet_half": alexnet_half,
-    "resnet18": resnet18,
-    "resnet8": resnet8,
-}
+__all__ = ["MODELS", "build_model", "count_parameters", "load_model", "model_record"]
+
 _RECORD_KEYS = ("arch", "in_channels", "num_classes", "image_size", "mean", "std", "state_dict")
-
-
-def build_model(arch: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """A freshly initialised model (initialisation draws from torch's global RNG)."""
-    if arch not in MODELS:
-        raise DfkdError(f"unknown model arch '{arch}'; known: {sorted(MODELS)}.")
-    return MODELS[arch](in_channels, num_classes, image_size)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -75,8 +59,6 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if missing:
         raise DfkdError(f"{path} is not a dfkd model file: it lacks {missing}. Re-run the rule that makes it.")
     if "format" in record:  # a teacher from outside (dfkd.models.external): same interface, other loader
-        from dfkd.models.external import model_from_record
-
         return model_from_record(record, str(path)).eval(), record
     if record["arch"] not in MODELS:
         raise DfkdError(f"{path} holds arch '{record['arch']}', unknown to this dfkd; known: {sorted(MODELS)}.")

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from dfkd.errors import DfkdError
+from dfkd.models.registry import MODELS, build_model
 
 FORMATS = ("state_dict", "torchvision", "torchscript", "export")
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
@@ -273,8 +274,6 @@ def _program_module(form: str, data: bytes, where: str) -> nn.Module:
 # ---------------------------------------------------------------------------- records
 def record_fields(load: Mapping[str, Any], path: Path) -> dict[str, Any]:
     """The model record's form-specific keys (arch, state_dict, ...) from the teacher file of a `teacher.load` block."""
-    from dfkd.models import MODELS
-
     form, arch, layer = load["format"], load.get("arch"), load.get("layer")
     path = Path(path)
     if not path.is_file():
@@ -299,8 +298,6 @@ def record_fields(load: Mapping[str, Any], path: Path) -> dict[str, Any]:
 
 def model_from_record(record: Mapping[str, Any], where: str) -> nn.Module:
     """Rebuild a teacher whose record has a `format` (see the module docstring), on the CPU, in eval mode."""
-    from dfkd.models import build_model
-
     form, layer = record["format"], record.get("layer")
     K = int(record["num_classes"])
     if form == "state_dict":
