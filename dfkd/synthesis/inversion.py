@@ -12,9 +12,9 @@ hooks), under (3) two image priors, total variation and the l2 norm, on randomly
 with x~ the jittered, flipped batch and TV_2 the sum of the l2 norms of the four neighbour
 differences (horizontal, vertical, both diagonals), as NVlabs/DeepInversion computes them.
 
-Defaults (`DEFAULTS`) are the paper's CIFAR-10 parameters as its code states them
+Defaults (`PROPERTIES`) are the paper's CIFAR-10 parameters as its code states them
 (cifar10/README.md, the "paper parameters" command of cifar10/deepinversion_cifar10.py):
-batch 256, 2,000 iterations, Adam (betas 0.9, 0.999) at lr 0.05, BN weight 10 on every
+batch 256 (the block's common `batch`), 2,000 iterations, Adam (betas 0.9, 0.999) at lr 0.05, BN weight 10 on every
 BatchNorm layer, TV 2.5e-5, l2 0, cross-entropy weight 1, jitter of +-2 pixels. That
 script's argparse defaults differ (lr 0.1, BN weight 100): the README's command is the one
 it calls the paper's. The CIFAR-10 script does not flip; the ImageNet one
@@ -43,6 +43,15 @@ runs its layers as compiled code, which ignores Python hooks, and a torch.export
 error (`check_teacher`), as is a teacher without BatchNorm; the error names `impressions`
 (Data Impressions), which needs no BatchNorm.
 
+Batches. The statistics matched are those of the whole training set, so a batch made for one
+class asks its images to look like every class at once in the BatchNorm layers; DeepInversion
+interleaves the classes in each batch (targets 0..9, 0..9, ...). How much it matters depends
+on the teacher (measured here, 100 to 150 iterations, CPU): on the tests' tiny teacher (global
+average pooling right after its last BatchNorm) 30 of 32 images hit their class in batches of
+8 mixed classes against 12 of 32 in one-class batches; on the 12-epoch fmnist_bn LeNet-5-BN
+teacher, 118 of 120 mixed against 120 of 120 one-class. Callers that can should mix classes
+within a batch.
+
 Randomness: the starting noise, jitter offsets and flips are drawn from the `generator`
 argument only, so a seeded generator gives the same bytes on the same device and threads.
 """
@@ -59,26 +68,57 @@ from dfkd.errors import DfkdError
 
 NAME = "inversion"
 ALTERNATIVE = "impressions"
-DEFAULTS: dict[str, Any] = {
-    "batch_size": 256,  # images optimised together (their batch statistics are matched); the driver's batch
-    "iterations": 2000,  # Adam steps per batch
-    "lr": 0.05,  # Adam learning rate on the normalised input
-    "ce": 1.0,  # weight of the target-class cross-entropy
-    "bn": 10.0,  # weight of the BatchNorm statistics term, the same on every layer
-    "tv": 2.5e-5,  # weight of the l2 total variation prior
-    "l2": 0.0,  # weight of the input's l2 norm
-    "jitter": 2,  # random roll of up to this many pixels, both axes, every iteration
-    "flip": True,  # random horizontal flip of the batch with probability 1/2, every iteration
+# The settings (keys of a source block of kind `inversion`, or of a fill's generator), as the JSON
+# schema that dfkd.synthesis's registry and the config schema read. The batch size is the block's
+# common `batch` key (default 256, DeepInversion's), not a setting of its own.
+PROPERTIES: dict[str, dict[str, Any]] = {
+    "iterations": {
+        "type": "integer", "minimum": 1, "maximum": 100_000, "default": 2000,
+        "description": "Adam steps per batch (DeepInversion's CIFAR-10 script: 2,000).",
+    },
+    "lr": {
+        "type": "number", "exclusiveMinimum": 0, "maximum": 10, "default": 0.05,
+        "description": "Adam learning rate on the normalised input ((x / 255 - mean) / std); the paper's CIFAR-10 "
+                       "parameters: 0.05.",
+    },
+    "ce": {
+        "type": "number", "minimum": 0, "default": 1.0,
+        "description": "Weight of the cross-entropy between the teacher's output and the class each image is made for.",
+    },
+    "bn": {
+        "type": "number", "minimum": 0, "default": 10.0,
+        "description": "Weight of the BatchNorm statistics term (sum over every BatchNorm layer of ||batch mean - "
+                       "running mean|| + ||batch var - running var||); the paper's CIFAR-10 parameters: 10.",
+    },
+    "tv": {
+        "type": "number", "minimum": 0, "default": 2.5e-5,
+        "description": "Weight of the total-variation prior (l2 norms of neighbour differences); CIFAR-10: 2.5e-5.",
+    },
+    "l2": {
+        "type": "number", "minimum": 0, "default": 0.0,
+        "description": "Weight of the l2 norm of the (normalised) input; CIFAR-10: 0.",
+    },
+    "jitter": {
+        "type": "integer", "minimum": 0, "maximum": 64, "default": 2,
+        "description": "Each iteration rolls the batch by up to this many pixels on both axes (CIFAR-10: 2).",
+    },
+    "flip": {
+        "type": "boolean", "default": True,
+        "description": "Each iteration flips the batch left-right with probability 1/2 (DeepInversion's ImageNet "
+                       "code does; its CIFAR-10 script does not).",
+    },
 }
-_INTEGERS = {"batch_size": 1, "iterations": 1, "jitter": 0}  # key -> minimum
+DEFAULTS: dict[str, Any] = {key: prop["default"] for key, prop in PROPERTIES.items()}
+_INTEGERS = {"iterations": 1, "jitter": 0}  # key -> minimum
 _POSITIVE = ("lr",)
 _WEIGHTS = ("ce", "bn", "tv", "l2")
 
 
 # ---------------------------------------------------------------------------- settings and spec
 def resolve_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """`DEFAULTS` overridden by `settings`, checked; a `kind` key (the generator's name) is ignored."""
-    given = {k: v for k, v in (settings or {}).items() if k != "kind"}
+    """`DEFAULTS` overridden by `settings`, checked (the config schema checks them too, from `PROPERTIES`;
+    this covers direct callers); the keys `kind` and `batch` (the block's, not a setting) are ignored."""
+    given = {k: v for k, v in (settings or {}).items() if k not in ("kind", "batch")}
     unknown = sorted(set(given) - set(DEFAULTS))
     if unknown:
         raise DfkdError(f"generator {NAME}: unknown setting(s) {unknown}; known: {sorted(DEFAULTS)}.")
@@ -264,8 +304,8 @@ def synthesize_batch(
     """DeepInversion of one batch: `classes` int64 [n] (the target class of each image) ->
     (images uint8 [n, C, S, S], soft_targets float32 [n, K]), both on the CPU.
 
-    The n images are optimised together (their batch statistics are matched), whatever
-    `settings['batch_size']` says: splitting a request into batches is the caller's job.
+    The n images are optimised together (their batch statistics are matched): splitting a
+    request into batches of the block's `batch` is the caller's job (dfkd.synthesis.driver).
     `teacher` must already be on `device`; it is used in eval mode with its weights frozen and
     left as it was found. `spec` gives channels, image_size, num_classes, mean and std
     (attributes or keys).
