@@ -18,7 +18,7 @@ from dfkd.synthesis.inversion import (
 from dfkd.training import normalize
 
 SPEC = {"channels": 1, "image_size": 16, "num_classes": 4, "mean": [0.3], "std": [0.3]}
-FAST = {"iterations": 150, "batch_size": 32}
+FAST = {"iterations": 150}
 CPU = torch.device("cpu")
 
 
@@ -162,9 +162,9 @@ def test_per_channel_spec_and_attribute_spec(teacher):
 
 # ---------------------------------------------------------------------------- settings
 def test_defaults_are_the_papers_cifar10_parameters():
-    assert DEFAULTS == {"batch_size": 256, "iterations": 2000, "lr": 0.05, "ce": 1.0, "bn": 10.0, "tv": 2.5e-5,
+    assert DEFAULTS == {"iterations": 2000, "lr": 0.05, "ce": 1.0, "bn": 10.0, "tv": 2.5e-5,
                         "l2": 0.0, "jitter": 2, "flip": True}
-    assert resolve_settings({"kind": "inversion", "lr": 0.1})["lr"] == 0.1
+    assert resolve_settings({"kind": "inversion", "batch": 64, "lr": 0.1}) == {**DEFAULTS, "lr": 0.1}
 
 
 @pytest.mark.parametrize("settings, words", [
