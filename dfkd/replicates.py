@@ -167,4 +167,20 @@ def family_claims(rows: Mapping[str, Mapping], column: str, seeds: Sequence[int]
     for suffix, kind in (("_bal", "balanced"), ("", "unbalanced")):
         names = [f + suffix for f in FAMILIES if f + suffix in rows]
         claims += ordering_claims(rows, names, column, seeds, f"accuracy ({kind})", label, min_effect)
-    return claims
+    return claims + synthesis_claims(rows, column, seeds, label, min_effect)
+
+
+SYNTHESIS_CLAIMS = (  # (row A, row B, claim): Data Impressions beside arbitrary data (issue 25), A - B paired
+    ("natural_bal", "impressions", "arbitrary data matches synthesised data: natural_bal vs impressions"),
+    ("natural_bal_di", "natural_bal", "topping up with impressions helps: natural_bal_di > natural_bal"),
+    ("noise_bal_di", "noise_bal", "topping up with impressions helps: noise_bal_di > noise_bal"),
+)
+
+
+def synthesis_claims(rows: Mapping[str, Mapping], column: str, seeds: Sequence[int], label: str = "",
+                     min_effect: float | None = None) -> list[Claim]:
+    """The claims of the rows synthesised from the teacher, where the table has both rows
+    (presets/synthesis.yaml adds them to the main table)."""
+    claims = [compare_rows(rows, a, b, column, seeds, f"{text}{label}", min_effect=min_effect)
+              for a, b, text in SYNTHESIS_CLAIMS]
+    return [claim for claim in claims if claim is not None]

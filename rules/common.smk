@@ -8,6 +8,7 @@ from snakemake.utils import validate
 
 import dfkd.config as dfkd_config
 import dfkd.layout as layout
+import dfkd.synthesis.stage as dfkd_synthesis
 from dfkd.errors import DfkdError
 from dfkd.study import (
     FIGURE_TABLES,
@@ -30,6 +31,8 @@ except DfkdError as error:
 
 R = config["results"].rstrip("/")
 NAME = "[A-Za-z0-9_-]+"
+# a source's name under data/, features/, labels/: itself, or a per-set file (dfkd.layout.set_source)
+SOURCE_STEM = rf"{NAME}|sets/{NAME}/seed\d+/{NAME}"
 
 
 wildcard_constraints:
@@ -120,8 +123,23 @@ def distilled_sets(target):
 
 
 def set_files(kind, suffix):
-    """Input function: one file per source of the transfer set, e.g. its labels."""
-    return lambda w: [path(w.target, kind, f"{s}{suffix}") for s in set_sources(w)]
+    """Input function: one file per source of the transfer set, e.g. its labels (a class-
+    conditional fill's are its own per set and seed; `seed` wildcard, else the first seed).
+    """
+    return lambda w: [path(w.target, kind, f"{s}{suffix}") for s in set_stems(w)]
+
+
+def set_stems(w):
+    seed = w.seed if "seed" in w.keys() else SEEDS[0]
+    return [
+        dfkd_synthesis.source_stem(config, s, run_set(w), seed) for s in set_sources(w)
+    ]
+
+
+def sources_before(w):
+    """The stems of the sources before a class-conditional fill `w.source` in set `w.set`."""
+    stems = set_stems(w)
+    return stems[: config["transfer_sets"][w.set]["sources"].index(w.source)]
 
 
 def as_json_param(make_slice):
@@ -175,7 +193,9 @@ def target_fill_sources(target):
     return [
         s
         for s, block in config["sources"].items()
-        if block.get("kind") == "fill" and s in used
+        if block.get("kind") == "fill"
+        and s in used
+        and not dfkd_synthesis.is_conditional(block)
     ]
 
 

@@ -9,6 +9,8 @@ rule extract_features:
         path("{target}", "logs", "features/{source}.log"),
     benchmark:
         path("{target}", "benchmarks", "features/{source}.tsv")
+    wildcard_constraints:
+        source=SOURCE_STEM,
     conda:
         "../envs/dfkd.yaml"
     threads: 1

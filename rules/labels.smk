@@ -8,6 +8,8 @@ rule label_source:
         path("{target}", "logs", "labels/{source}.log"),
     benchmark:
         path("{target}", "benchmarks", "labels/{source}.tsv")
+    wildcard_constraints:
+        source=SOURCE_STEM,
     conda:
         "../envs/dfkd.yaml"
     resources:

@@ -260,3 +260,63 @@ def test_the_cli_makes_a_source_and_show_tells_the_agreement(teacher, tmp_path):
     assert labels["label"].tolist() == read_h5_array(out, "teacher_labels").tolist()  # re-labelled as stored
     assert "teacher label = class made for in" in show(tmp_path / "impressions.parquet")
     assert read_json(tmp_path / "impressions.synthesis.json")["images_per_second"] > 0
+
+
+# ---------------------------------------------------------------------------- the workflow
+@pytest.mark.slow
+def test_the_workflow_makes_them_and_a_new_teacher_reruns_the_synthesis_not_what_is_upstream(tmp_path):
+    import os
+
+    import yaml
+    from conftest import requires_fmnist, snakemake, tiny_config, write_workdir
+    from test_incremental import planned_jobs_of
+
+    if requires_fmnist.args[0]:
+        pytest.skip(requires_fmnist.kwargs["reason"])
+    config = tiny_config()
+    config["run_targets"] = ["fmnist"]
+    del config["targets"]["fmnist_b"]
+    config["sources"]["impressions"] = {"kind": "impressions", "count": 20, "batch": 20, "iterations": 3, "seed": 1}
+    config["sources"]["di_fill"] = {"kind": "fill", "generator": {"kind": "impressions", "iterations": 3, "batch": 128},
+                                    "budget": {"images": 300}, "seed": 2}
+    config["transfer_sets"] = {"impressions": {"sources": ["impressions"], "balanced": False},
+                               "noise_di": {"sources": ["noise", "di_fill"]}}
+    config["targets"]["fmnist"]["sets"] = ["impressions", "noise_di"]
+    workdir = write_workdir(tmp_path, config)
+    targets = ["results/fmnist/transfer/impressions/seed0.parquet", "results/fmnist/transfer/noise_di/seed0.parquet"]
+    snakemake(workdir, *targets)
+    fill = workdir / "results/fmnist/data/sets/noise_di/seed0/di_fill.synthesis.json"
+    report = read_json(fill)
+    assert report["made"] > 0 and report["provenance"]["inputs"]["labels/noise"]["path"].endswith("labels/noise.parquet")
+    counts = pd.read_csv(workdir / "results/fmnist/transfer/noise_di/seed0.counts.csv")
+    assert (counts["from_di_fill"] == np.bincount(read_h5_array(fill.with_suffix("").with_suffix(".h5"),
+                                                                "teacher_labels"), minlength=10)).all()
+    assert planned_jobs_of(workdir, config, *targets) == set()
+
+    def rules(jobs):
+        return {rule for rule, _ in jobs}
+
+    from dfkd.artifacts import load_torch, save_torch
+
+    teacher = workdir / "results/fmnist/teacher/model.pt"  # a teacher file that changes (its bytes and time)
+    record = load_torch(teacher)
+    record["state_dict"]["head.bias"] = record["state_dict"]["head.bias"] + 0.01
+    save_torch(teacher, record)
+    later = max(p.stat().st_mtime for p in (workdir / "results").rglob("*") if p.is_file()) + 1
+    os.utime(teacher, (later, later))
+    jobs = planned_jobs_of(workdir, config, *targets)
+    assert {"synthesize", "synthesize_fill", "extract_features", "label_source", "assemble"} <= rules(jobs)
+    assert not rules(jobs) & {"prepare", "train_teacher"}
+    snakemake(workdir, *targets)
+    edited = yaml.safe_load(yaml.safe_dump(config))
+    edited["sources"]["di_fill"]["generator"]["iterations"] = 4  # the fill's own block: that set's fill only
+    assert planned_jobs_of(workdir, edited, *targets) == {
+        ("synthesize_fill", "target=fmnist, set=noise_di, seed=0, source=di_fill"),
+        ("extract_features", "target=fmnist, source=sets/noise_di/seed0/di_fill"),
+        ("label_source", "target=fmnist, source=sets/noise_di/seed0/di_fill"),
+        ("assemble", "target=fmnist, set=noise_di, seed=0"),
+    }
+    edited = yaml.safe_load(yaml.safe_dump(config))
+    edited["sources"]["impressions"]["iterations"] = 4  # the source: its own chain, not the fill
+    assert rules(planned_jobs_of(workdir, edited, *targets)) == {"synthesize", "extract_features", "label_source",
+                                                                  "assemble"}

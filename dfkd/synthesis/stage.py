@@ -80,11 +80,18 @@ def conditional_slice(config: Mapping, target_name: str, set_name: str, seed: in
     from dfkd.sources import validate_source_config
 
     _, block = validate_source_config(config["sources"][source])
+    block = {k: v for k, v in block.items() if not (k in FILL_ONLY_KEYS and v == _fill_default(k))}  # unused
     recipe = assemble_slice(config, target_name, set_name, seed)
     position = recipe["sources"].index(source)
     recipe["sources"] = recipe["sources"][:position]  # later sources do not change what is short
     return {"source": source, "set": set_name, "replicate": int(seed), "fill": block, "recipe": recipe,
             **_spec_slice(config["targets"][target_name])}
+
+
+def _fill_default(key: str):
+    from dfkd.sources.fill import PROPERTIES
+
+    return PROPERTIES[key]["default"]
 
 
 def check_params(params: Mapping) -> dict:
@@ -119,7 +126,7 @@ def _check_conditional(name: str, raw: Mapping, block: dict, params: Mapping) ->
         raise DfkdError(f"{where}: a fill made by `dfkd synthesize` needs a synthesiser generator "
                         f"({', '.join(sorted(SYNTHESIZERS))}); blind generators are drawn by `dfkd fill`.")
     for key in FILL_ONLY_KEYS:
-        if key in raw and not (key == "vary" and not raw[key]):
+        if key in raw and raw[key] != _fill_default(key):
             raise DfkdError(f"{where}.{key}: a fill with generator '{block['generator']['kind']}' does not use it; "
                             f"remove it (the optimisation batch is {where}.generator.batch).")
     for key in GENERATOR_FIXED:
