@@ -12,10 +12,13 @@ was written. `content_digest(path)` recomputes it for any artifact type.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import json
 import os
 import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -27,12 +30,27 @@ from dfkd.provenance import PROVENANCE_KEY, provenance_json
 
 
 # ---------------------------------------------------------------------------- atomic writes
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success fsync it and rename it into place."""
+    """Yield a temporary path beside `path`; on success fsync it and rename it into place.
+
+    The temporary file is `.{name}.{pid}@{host}.XXXX.tmp`. A writer killed for real (SIGKILL,
+    a node that dies) cannot remove its own: the next write of the same artifact on the same
+    host removes those whose process is gone (`sweep_dead_temporaries`). A full disk (ENOSPC,
+    EDQUOT) becomes a DfkdError that names the artifact, after the temporary file is removed
+    (so that the error line itself can still be written to a log on that disk).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep_dead_temporaries(path)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        _raise_if_no_space(exc, path)
+        raise
     os.close(fd)
     os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are shared like any file
     tmp = Path(tmp_name)
@@ -42,8 +60,151 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        _raise_if_no_space(exc, path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _writer_tag() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _no_space(exc: BaseException | None) -> BaseException | None:
+    """The ENOSPC/EDQUOT error in an exception's chain, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _raise_if_no_space(exc: BaseException, path: Path) -> None:
+    found = _no_space(exc)
+    if found is not None:
+        what = "no space left on device" if found.errno == errno.ENOSPC else "disk quota exceeded (no space left)"
+        raise DfkdError(
+            f"{path}: {what} while writing it; nothing was written there. "
+            "Free space on that disk, then re-run (snakemake --rerun-incomplete)."
+        ) from None
+
+
+def sweep_dead_temporaries(path: str | Path) -> list[Path]:
+    """Remove `path`'s temporary files left by writers on this host whose process is gone.
+
+    Only names that `atomic_path` makes (`.{name}.{pid}@{host}.XXXX.tmp`) with this host's
+    name are touched; a live writer's file, another host's and any other file are left alone.
+    """
+    path = Path(path)
+    host, removed = socket.gethostname(), []
+    prefix = f".{path.name}."
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return removed
+    for name in names:
+        tag = name[len(prefix):-len(".tmp")].rsplit(".", 1)[0]  # {pid}@{host}
+        pid, _, owner = tag.partition("@")
+        if owner != host or not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            (path.parent / name).unlink()
+            removed.append(path.parent / name)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: another user's process
+        return True
+    return True
+
+
+class _SpaceGuard:
+    """A binary file object for h5py that keeps a full disk's error away from HDF5.
+
+    HDF5 (2.0) crashes the process (segmentation fault at close) after a write fails with
+    ENOSPC. Writes through this object never fail for HDF5: a full disk is recorded and the
+    write skipped, HDF5 finishes, and `check()` raises the recorded error (the file is garbage
+    then; `atomic_path` removes it and names the artifact). Other errors reach HDF5 as before.
+    """
+
+    def __init__(self, path: Path):
+        self._file = open(path, "w+b", buffering=0)
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        start = self._file.tell()
+        if self.error is None:
+            try:
+                done = 0
+                while done < len(view):
+                    done += self._file.write(view[done:])
+                return len(view)
+            except OSError as exc:
+                if exc.errno not in NO_SPACE_ERRNOS:
+                    raise
+                self.error = exc
+        self._file.seek(start + len(view))
+        return len(view)
+
+    def readinto(self, buffer) -> int:
+        return self._file.readinto(buffer)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        try:
+            return self._file.truncate(size)
+        except OSError as exc:
+            if exc.errno not in NO_SPACE_ERRNOS:
+                raise
+            self.error = self.error or exc
+            return size if size is not None else self._file.tell()
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._file.close()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+@contextlib.contextmanager
+def _h5_file_for_writing(tmp: Path) -> Iterator[Any]:
+    """h5py.File(tmp, "w") through a `_SpaceGuard`; a full disk raises after HDF5 has closed."""
+    import h5py
+
+    guard = _SpaceGuard(tmp)
+    try:
+        handle = h5py.File(guard, "w")
+        try:
+            yield handle
+        finally:
+            handle.close()
+        guard.check()
+    finally:
+        guard.close()
 
 
 def _umask() -> int:
@@ -85,13 +246,85 @@ def write_json(path: str | Path, payload: Mapping[str, Any], provenance: Mapping
         tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: str | Path) -> dict[str, Any]:
+def read_json(path: str | Path, verify: bool = True) -> dict[str, Any]:
+    """A JSON file's body. With `verify` (stages), a dfkd artifact whose payload no longer matches
+    the digest recorded at write time is refused (a flipped digit would be a silently wrong number);
+    audit, show and compare read with verify=False to report such a file instead."""
     path = Path(path)
     _require_file(path, "JSON file")
     try:
-        return json.loads(path.read_text())
+        body = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DfkdError(f"{path} is not valid JSON ({exc}); delete it and re-run its rule.") from exc
+        raise DfkdError(f"{path} is not valid JSON ({_one_line(exc)}); delete it and re-run its rule.") from exc
+    if verify and isinstance(body, dict) and isinstance(body.get("provenance"), dict):
+        recorded = body["provenance"].get(CONTENT_KEY)
+        if recorded is not None and _json_digest(body) != recorded:
+            raise _corrupt(path)
+    return body
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _corrupt(path: Path) -> DfkdError:
+    return DfkdError(
+        f"{path} is corrupt: its content no longer matches the digest recorded when dfkd wrote it "
+        "(it changed on disk since). Delete it and re-run (snakemake makes it again)."
+    )
+
+
+_VERIFIED: set[tuple] = set()  # verify_content's memory: (path, inode, size, mtime, ctime) of files found intact
+
+
+def verify_content(path: str | Path) -> None:
+    """Refuse an input artifact whose payload differs from its recorded `content_sha256`.
+
+    Stages call this (through the CLI) on every input artifact before reading it, so that bytes
+    flipped on disk, a truncated file or a file replaced by zeros end the stage with one line
+    naming the file, not with a traceback or a silently wrong number. Artifacts that record no
+    digest (older dfkd, raw files) are only checked to be readable. Remembered per process.
+    """
+    path = Path(path)
+    _require_file(path, "Artifact")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key in _VERIFIED:
+        return
+    suffix = path.suffix.lower()
+    recorded, current = None, None
+    try:
+        if suffix == ".json":
+            read_json(path)  # verifies
+        elif suffix == ".pt":
+            state = load_torch(path)
+            raw = state.get("provenance")
+            recorded = json.loads(raw).get(CONTENT_KEY) if isinstance(raw, str) else None
+            current = _torch_digest(state) if recorded is not None else None
+        elif suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            raw = (table.schema.metadata or {}).get(PROVENANCE_KEY.encode())
+            recorded = json.loads(raw).get(CONTENT_KEY) if raw is not None else None
+            current = _table_digest(table) if recorded is not None else None
+        elif suffix in (".h5", ".hdf5"):
+            with open_h5(path) as handle:
+                raw = handle.attrs.get(PROVENANCE_KEY)
+                recorded = json.loads(raw).get(CONTENT_KEY) if raw is not None else None
+                current = _h5_digest(handle) if recorded is not None else None
+        else:
+            return
+    except DfkdError:
+        raise
+    except Exception as exc:  # h5py, pyarrow, json: many types for a damaged file
+        raise DfkdError(
+            f"{path} cannot be read to the end ({type(exc).__name__}: {_one_line(exc)}); it is damaged or "
+            "truncated. Delete it and re-run (snakemake makes it again)."
+        ) from None
+    if recorded is not None and current != recorded:
+        raise _corrupt(path)
+    _VERIFIED.add(key)
 
 
 # ---------------------------------------------------------------------------- HDF5
@@ -102,10 +335,8 @@ def write_h5(
     attrs: Mapping[str, Any] | None = None,
 ) -> None:
     """Write whole arrays to an HDF5 file (chunked, so that readers can stream it)."""
-    import h5py
-
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as handle:
+        with _h5_file_for_writing(tmp) as handle:
             for name, array in arrays.items():
                 array = np.ascontiguousarray(array)
                 chunks = (min(len(array), 4096),) + array.shape[1:] if array.ndim and len(array) else None
@@ -128,10 +359,13 @@ class H5Writer:
         self._ctx = atomic_path(self.path)
 
     def __enter__(self):
-        import h5py
-
         self._tmp = self._ctx.__enter__()
-        self.handle = h5py.File(self._tmp, "w")
+        self._file = _h5_file_for_writing(self._tmp)
+        try:
+            self.handle = self._file.__enter__()
+        except BaseException as error:
+            if not self._ctx.__exit__(type(error), error, error.__traceback__):
+                raise
         return self
 
     def create(self, name: str, shape: tuple[int, ...], dtype) -> Any:
@@ -139,10 +373,21 @@ class H5Writer:
         return self.handle.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks)
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None and self.provenance is not None:
-            digest = _h5_digest(self.handle)  # reads the datasets back once, before the rename
-            self.handle.attrs[PROVENANCE_KEY] = provenance_json(_with_digest(self.provenance, digest))
-        self.handle.close()
+        failure = None
+        try:
+            if exc_type is None and self.provenance is not None:
+                digest = _h5_digest(self.handle)  # reads the datasets back once, before the rename
+                self.handle.attrs[PROVENANCE_KEY] = provenance_json(_with_digest(self.provenance, digest))
+        except BaseException as error:
+            failure = error
+        try:  # closes HDF5's file, then raises a full disk met while writing it
+            self._file.__exit__(*((type(failure), failure, failure.__traceback__) if failure else (exc_type, exc, tb)))
+        except BaseException as error:
+            failure = failure or error
+        if exc_type is None and failure is not None:  # through atomic_path: it removes the temp file
+            if not self._ctx.__exit__(type(failure), failure, failure.__traceback__):
+                raise failure
+            return False
         return self._ctx.__exit__(exc_type, exc, tb)
 
 
@@ -248,8 +493,11 @@ def save_torch(path: str | Path, state: Mapping[str, Any]) -> None:
     if isinstance(state.get("provenance"), str):
         record = json.loads(state["provenance"])
         state["provenance"] = provenance_json(_with_digest(record, _torch_digest(state)))
+    buffer = io.BytesIO()  # torch's own file writer reports a full disk without errno ("unexpected pos")
+    torch.save(state, buffer)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as handle:
+            handle.write(buffer.getbuffer())
 
 
 def load_torch(path: str | Path) -> dict[str, Any]:
@@ -278,13 +526,28 @@ def load_torch(path: str | Path) -> dict[str, Any]:
     except Exception as exc:
         detail = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())  # one line for the CLI
         detail = " ".join(s for s in re.split(r"(?<=\.) ", detail) if "weights_only" not in s)  # never that hint
+        if not _is_zip(path):  # torch's own words are then about unpickling, not about the file
+            with open(path, "rb") as handle:
+                head = handle.read(8)
+            detail = f"not a zip archive, as torch files are; its first bytes are {head.hex(' ') or 'none'}"
+        else:
+            detail = f"{type(exc).__name__}: {detail}"
         raise DfkdError(
-            f"{path} cannot be loaded as a dfkd checkpoint ({type(exc).__name__}: {detail}). "
+            f"{path} cannot be loaded as a dfkd checkpoint ({detail}). "
             "It may be truncated or not written by dfkd; delete it and re-run its rule."
         ) from None
     if not isinstance(state, dict):
         raise DfkdError(f"{path} holds a {type(state).__name__}, not a dfkd checkpoint dict.")
     return state
+
+
+def _is_zip(path: Path) -> bool:
+    import zipfile
+
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
 
 
 def _pickled_what(message: str, path: Path | None = None) -> str:
@@ -348,7 +611,7 @@ def content_digest(path: str | Path) -> str:
         raise DfkdError(f"{path}: no content digest for '{suffix}' files (dfkd artifacts are {ARTIFACT_SUFFIXES}).")
     _require_file(path, "Artifact")
     if suffix == ".json":
-        body = read_json(path)
+        body = read_json(path, verify=False)
         if not isinstance(body, dict):
             raise DfkdError(f"{path} holds a JSON {type(body).__name__}, not a dfkd artifact object.")
         return _json_digest(body)

@@ -72,7 +72,7 @@ def read_provenance(path: str | Path) -> dict[str, Any] | None:
 
             raw = (pq.read_schema(path).metadata or {}).get(PROVENANCE_KEY.encode())
         elif suffix == ".json":
-            body = read_json(path)
+            body = read_json(path, verify=False)
             raw = body.get("provenance") if isinstance(body, dict) else None
         elif suffix == ".pt":
             raw = load_torch(path).get("provenance")

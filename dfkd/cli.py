@@ -614,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGINT, _interrupt) if _main_thread() else None
     try:
         _set_threads(getattr(args, "threads", None))
+        _verify_inputs(args)
         code = args.func(args)
     except DfkdError as exc:
         print(f"dfkd {args.command}: error: {exc}", file=sys.stderr)
@@ -629,6 +630,27 @@ def main(argv: list[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     return code or 0  # `audit` returns 1 when it finds problems
+
+
+# Options that name input artifacts, and the commands that only look at artifacts (they report damage).
+INPUT_OPTIONS = ("train", "test", "model", "data", "teacher", "features", "labels", "total_like", "manifest",
+                 "train_features", "train_radii", "table_json", "rows_a", "rows_b", "a", "b")
+INSPECTING_COMMANDS = frozenset({"audit", "show", "compare", "publish", "validate", "claim", "import-teacher"})
+
+
+def _verify_inputs(args) -> None:
+    """Before a stage reads anything: every input artifact must hold what dfkd wrote (its content
+    digest), so that a damaged file ends the stage with one line naming it (dfkd.artifacts.verify_content)."""
+    from dfkd.artifacts import ARTIFACT_SUFFIXES, verify_content
+
+    if args.command in INSPECTING_COMMANDS:
+        return
+    for option in INPUT_OPTIONS:
+        values = getattr(args, option, None)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str) and value.lower().endswith(ARTIFACT_SUFFIXES) \
+                    and Path(value).name != "checkpoint.pt" and Path(value).is_file():
+                verify_content(value)
 
 
 def _main_thread() -> bool:

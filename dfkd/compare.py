@@ -65,7 +65,7 @@ def payload_facts(path: Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".json":
-            body = read_json(path)
+            body = read_json(path, verify=False)
             return flatten({k: v for k, v in body.items() if k != "provenance"}) if isinstance(body, dict) else {}
         if suffix in (".h5", ".hdf5"):
             import h5py
