@@ -10,6 +10,7 @@ import dfkd.config as dfkd_config
 import dfkd.layout as layout
 import dfkd.synthesis.stage as dfkd_synthesis
 from dfkd.errors import DfkdError
+from dfkd.workflow_lock import clear_stale_lock
 from dfkd.study import (
     FIGURE_TABLES,
     QUALITY_METRICS,
@@ -28,6 +29,12 @@ try:
     config.update(dfkd_config.validate_config(config, "config", check_data=True))
 except DfkdError as error:
     sys.exit(f"dfkd: {error}")
+
+# A Snakemake killed for real leaves its lock behind: removed here when its owner is provably gone
+# (dfkd/workflow_lock.py), so that `snakemake --rerun-incomplete` alone resumes after a crash.
+_stale_lock = clear_stale_lock(".", will_lock="--nolock" not in sys.argv)
+if _stale_lock:
+    print(_stale_lock, file=sys.stderr)
 
 R = config["results"].rstrip("/")
 NAME = "[A-Za-z0-9_-]+"
