@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from dfkd.errors import DfkdError
 
 SPLITS = ("train", "test")
-UNLABELLED_KINDS = ("noise", "shapes", "strokes", "patches", "fill", "impressions")  # generators: no ground truth
+UNLABELLED_KINDS = ("noise", "shapes", "strokes", "patches", "fill", "impressions", "inversion")  # generators: no ground truth
 DIGITS_CLASSES = 10
 
 

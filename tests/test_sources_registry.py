@@ -18,7 +18,7 @@ from dfkd.sources import (
 )
 from dfkd.sources.convert import center_crop_square, resize, to_channels, to_spec
 
-ALL_KINDS = ["torchvision", "imagefolder", "noise", "shapes", "strokes", "patches", "digits", "fill", "impressions"]
+ALL_KINDS = ["torchvision", "imagefolder", "noise", "shapes", "strokes", "patches", "digits", "fill", "impressions", "inversion"]
 
 
 def test_registry_lists_every_kind():

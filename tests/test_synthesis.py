@@ -64,7 +64,7 @@ def test_stored_impressions_match_their_own_targets_better_than_other_rows(teach
     targets = read_h5_array(tmp_path / "impressions.h5", "soft_targets").astype(np.float64)
     made_for = read_h5_array(tmp_path / "impressions.h5", "class_targets")
     assert images.dtype == np.uint8 and images.shape == (30, 1, 32, 32)
-    assert made_for.tolist() == np.repeat(np.arange(10), 3).tolist()  # equal numbers per class
+    assert made_for.tolist() == list(range(10)) * 3  # equal numbers per class, in turns
     p = softmax(teacher_logits(teacher, images), 20.0)  # the teacher at T on the stored uint8 images
     kl = (targets[None, :, :] * (np.log(np.maximum(targets[None], 1e-30)) - np.log(p[:, None, :]))).sum(2)  # kl[i, j]: p_i vs t_j
     own = np.diag(kl)
@@ -74,7 +74,7 @@ def test_stored_impressions_match_their_own_targets_better_than_other_rows(teach
     assert report["mean_kl"] == pytest.approx(own.mean(), abs=1e-3)  # the report measures the stored bytes
     assert np.allclose(targets.sum(1), 1, atol=1e-5)
     assert (targets.argmax(1) == made_for).all()  # aim: top
-    assert report["made_for_agreement"] == pytest.approx((p.argmax(1) == made_for).mean(), abs=1e-6)
+    assert report["made_for_agreement"] == pytest.approx((p.argmax(1) == made_for).mean(), abs=1e-4)
 
 
 def test_beta_point_one_draws_sparser_targets_than_beta_one():
@@ -85,6 +85,19 @@ def test_beta_point_one_draws_sparser_targets_than_beta_one():
     targets = sample_targets(np.zeros(2000, np.int64), similarity, [1.0, 0.1], "none", rng)
     top = targets.max(1)
     assert top[1::2].mean() > top[0::2].mean() + 0.2  # the paper's intent: 0.1 is not undone by a renormalisation
+
+
+def test_every_batch_mixes_the_classes_in_turns_and_each_class_takes_both_betas_in_turns():
+    from dfkd.synthesis.driver import interleave
+    from dfkd.synthesis.impressions import sample_targets
+
+    assert interleave(np.array([3, 5, 8]), np.array([4, 6, 1])).tolist() == [3, 5, 8, 3, 5, 3, 5, 3, 5, 5, 5]
+    rng = np.random.default_rng(0)
+    classes = interleave(np.arange(10), np.full(10, 400))
+    targets = sample_targets(classes, np.corrcoef(rng.normal(size=(10, 20))), [1.0, 0.1], "top", rng)
+    for c in range(10):  # rows of class c alternate beta 1.0, 0.1: the second of each pair is sparser
+        top = targets[classes == c].max(1)
+        assert top[1::2].mean() > top[0::2].mean() + 0.1
 
 
 def test_same_seed_same_bytes_and_another_seed_other_images(teacher, tmp_path):
@@ -320,3 +333,21 @@ def test_the_workflow_makes_them_and_a_new_teacher_reruns_the_synthesis_not_what
     edited["sources"]["impressions"]["iterations"] = 4  # the source: its own chain, not the fill
     assert rules(planned_jobs_of(workdir, edited, *targets)) == {"synthesize", "extract_features", "label_source",
                                                                   "assemble"}
+
+
+def test_deepinversion_plugs_into_the_same_driver(tmp_path):
+    import torch
+
+    from dfkd.artifacts import save_torch
+    from dfkd.models import build_model, model_record
+    from dfkd.synthesis import SYNTHESIZERS
+
+    assert set(SYNTHESIZERS) >= {"impressions", "inversion"}
+    torch.manual_seed(0)
+    model = build_model("lenet5_bn", 1, 10, 32).eval()
+    teacher = tmp_path / "bn.pt"
+    save_torch(teacher, model_record(model, "lenet5_bn", 1, 10, 32, [0.5], [0.5], {"stage": "test"}))
+    params = {"source": "inverted", "block": {"kind": "inversion", "count": 6, "batch": 6, "iterations": 2}, **SPEC}
+    report = synthesize_source(teacher, params, tmp_path / "inverted.h5", tmp_path / "inverted.synthesis.json")
+    assert report["synthesizer"] == "inversion" and report["kept"] == 6
+    assert read_h5_array(tmp_path / "inverted.h5", "soft_targets").shape == (6, 10)

@@ -23,7 +23,7 @@ PROPERTIES = {
         "description": (
             "The generator: a source block of kind noise, shapes, strokes or patches, without "
             "count or seed (the budget and this block's seed decide them); or of a synthesiser "
-            "(impressions), which makes, per transfer set and seed, only the rows its earlier "
+            "(impressions, inversion), which makes, per transfer set and seed, only the rows its earlier "
             "sources leave short."
         ),
     },

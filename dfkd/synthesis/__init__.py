@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from dfkd.errors import DfkdError
-from dfkd.synthesis import impressions
+from dfkd.synthesis import impressions, inversion
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Synthesizer:
 
 SYNTHESIZERS: dict[str, Synthesizer] = {
     "impressions": Synthesizer("impressions", impressions.synthesize_batch, impressions.PROPERTIES),
+    "inversion": Synthesizer("inversion", inversion.synthesize_batch, inversion.PROPERTIES),
 }
 
 

@@ -1,8 +1,8 @@
 """The batched, resumable loop every synthesiser runs in: plan a batch, make it, label it, keep it.
 
 A `Plan` says which classes the next batch is made for and which of its rows to keep:
-- `CountPlan`: a fixed list of classes (an `impressions` source: count images, equal per class);
-  every row is kept.
+- `CountPlan`: a fixed list of classes (an `impressions` source: count images, equal per class,
+  the classes in turns so that every batch mixes them); every row is kept.
 - `ShortfallPlan`: `missing[c]` rows per class (a class-conditional fill). Each batch asks for
   the rows still missing, class by class; a row is kept when the teacher labels its stored
   uint8 image as a class still short (in row order), so the output holds at most `missing[c]`
@@ -36,10 +36,18 @@ ARRAYS = ("images", "class_targets", "soft_targets", "teacher_labels", "kl")
 
 
 # ---------------------------------------------------------------------------- plans
+def interleave(classes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """int64: counts[i] of classes[i] each, in turns (c0, c1, ..., c0, c1, ...), so that every batch
+    mixes the classes (DeepInversion matches BatchNorm statistics over a batch: see inversion.py)."""
+    made_for = np.repeat(np.asarray(classes, np.int64), counts)
+    rank = np.concatenate([np.arange(n) for n in counts]) if len(counts) else np.zeros(0, np.int64)
+    return made_for[np.lexsort((made_for, rank))]
+
+
 def equal_classes(count: int, classes: list[int]) -> np.ndarray:
-    """int64 [count]: `count` images over `classes`, equal numbers (the first ones get the remainder), by class."""
+    """int64 [count]: `count` images over `classes`, equal numbers (the first ones get the remainder), in turns."""
     share, extra = divmod(count, len(classes))
-    return np.repeat(np.asarray(classes, np.int64), [share + (i < extra) for i in range(len(classes))])
+    return interleave(np.asarray(classes, np.int64), np.array([share + (i < extra) for i in range(len(classes))]))
 
 
 @dataclass
@@ -74,7 +82,7 @@ class ShortfallPlan:
 
     def next_classes(self, state: "SynthesisState") -> np.ndarray:
         left = self.remaining(state)
-        return np.repeat(np.arange(len(left), dtype=np.int64), left)[: self.batch]
+        return interleave(np.arange(len(left)), left)[: self.batch]
 
     def keep(self, state: "SynthesisState", made_for: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Rows whose teacher label is a class still short, in row order (a row's rank in its class decides)."""

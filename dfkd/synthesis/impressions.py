@@ -6,8 +6,8 @@ T matches a soft target sampled from a Dirichlet around the class's similarity t
    length; C = W W^T (cosine similarity of the classes' weight vectors, C[k, k] = 1).
 2. Target of an image made for class c with scale beta: y ~ Dir(beta * s_c + EPS), where s_c
    is row c of C min-max normalised to [0, 1] (class c itself gets 1, the least similar 0).
-   Half of each class's images (alternate rows) use beta = betas[0] (1.0), half betas[1]
-   (0.1): a small beta makes sparse, peaked targets, beta = 1 spread ones.
+   Half of each class's images in a batch (its 1st, 3rd, ... row) use beta = betas[0] (1.0),
+   half betas[1] (0.1): a small beta makes sparse, peaked targets, beta = 1 spread ones.
    ZSKD's released code normalises the matrix, stores it as C and C / 10, then min-max
    normalises each row again before sampling, which undoes the / 10: every impression there is
    drawn at beta = 1. We implement the paper's intent (the scale multiplies the normalised
@@ -39,7 +39,7 @@ MAX_TRIES = 64  # rejection draws per row for `aim: top`
 
 PROPERTIES = {
     "iterations": {
-        "type": "integer", "minimum": 1, "maximum": 100_000, "default": 200,
+        "type": "integer", "minimum": 1, "maximum": 100_000, "default": 100,
         "description": "Adam steps per batch of impressions (ZSKD: 1500 at lr 0.001; see README, 'Data Impressions').",
     },
     "lr": {
@@ -93,12 +93,15 @@ def concentrations(similarity: np.ndarray, beta: float) -> np.ndarray:
 
 
 def sample_targets(classes: np.ndarray, similarity: np.ndarray, betas, aim: str, rng: np.random.Generator) -> np.ndarray:
-    """float32 (n, K) Dirichlet targets, row i for class classes[i] at scale betas[i % len(betas)]."""
+    """float32 (n, K) Dirichlet targets, row i for class classes[i] at scale betas[r % len(betas)],
+    r the number of earlier rows of the same class (the betas take turns within each class)."""
     k = similarity.shape[0]
     alphas = [concentrations(similarity, float(beta)) for beta in betas]
     out = np.empty((len(classes), k), np.float64)
+    seen = np.zeros(k, np.int64)
     for i, c in enumerate(classes):
-        alpha = alphas[i % len(alphas)][c]
+        alpha = alphas[seen[c] % len(alphas)][c]
+        seen[c] += 1
         for _ in range(MAX_TRIES if aim == "top" else 1):
             y = rng.dirichlet(alpha)
             if aim != "top" or y.argmax() == c:
