@@ -59,6 +59,7 @@ def cross_field_errors(config: Mapping[str, Any]) -> list[str]:
                             "accuracies; leave it out of study.targets")
     for name, recipe in config["transfer_sets"].items():
         problems += _recipe_only_errors(name, recipe)
+        problems += _conditional_fill_errors(name, recipe, config["sources"])
     for variant, overrides in config["variants"].items():
         problems += _scale_errors(f"variants.{variant}", overrides)
     return list(dict.fromkeys(problems))  # a set built by several targets: each problem once
@@ -153,6 +154,22 @@ def _recipe_only_errors(name: str, recipe: Mapping[str, Any]) -> list[str]:
                 f"{where}.sources: an unbalanced set draws on its first source alone, so {recipe['sources'][1:]} "
                 "would never be used; drop them or set balanced: true"
             )
+    return problems
+
+
+def _conditional_fill_errors(name: str, recipe: Mapping[str, Any], sources: Mapping[str, Any]) -> list[str]:
+    """A fill whose generator is a synthesiser tops up the sources before it in a balanced set."""
+    from dfkd.synthesis.stage import is_conditional
+
+    problems = []
+    for position, source in enumerate(recipe["sources"]):
+        if source in sources and is_conditional(sources[source]):
+            if position == 0:
+                problems.append(f"transfer_sets.{name}.sources: '{source}' makes only the rows the sources before it "
+                                "leave short, but it comes first; put it after the sources it fills")
+            elif not recipe["balanced"]:
+                problems.append(f"transfer_sets.{name}: an unbalanced set never uses its fill '{source}'; "
+                                "set balanced: true or drop the fill")
     return problems
 
 

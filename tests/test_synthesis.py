@@ -251,6 +251,11 @@ def test_the_config_accepts_impressions_and_a_conditional_fill_and_names_a_bad_k
     bad["sources"]["impressions"] = {"kind": "impressions", "iterations": -1}
     with pytest.raises(DfkdError, match=r"sources\.impressions.*iterations"):
         validate_config(bad)
+    first = tiny_config()
+    first["sources"]["di_fill"] = {"kind": "fill", "generator": {"kind": "impressions"}}
+    first["transfer_sets"]["di_first"] = {"sources": ["di_fill", "noise"]}
+    with pytest.raises(DfkdError, match=r"transfer_sets\.di_first\.sources: 'di_fill' makes only the rows .* comes first"):
+        validate_config(first)
 
 
 def test_the_cli_makes_a_source_and_show_tells_the_agreement(teacher, tmp_path):
