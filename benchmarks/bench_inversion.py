@@ -70,12 +70,13 @@ def main() -> None:
     synthesize_batch(teacher, classes[:K], spec, {"iterations": 2}, torch.Generator().manual_seed(0), cpu)  # warm-up
 
     start = time.perf_counter()
-    images, soft = synthesize_batch(teacher, classes, spec, {"iterations": args.iterations},
+    images, _ = synthesize_batch(teacher, classes, spec, {"iterations": args.iterations},
                                     torch.Generator().manual_seed(args.seed), cpu)
     seconds = time.perf_counter() - start
 
     with torch.no_grad():
-        labels = teacher(normalize(images, spec["mean"], spec["std"])).argmax(1)
+        p = torch.softmax(teacher(normalize(images, spec["mean"], spec["std"])), 1)  # (batch, K)
+    labels = p.argmax(1)
     per_1000 = seconds * 1000 / args.batch
     print(f"teacher: {what}; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} thread(s)")
@@ -85,7 +86,7 @@ def main() -> None:
     print(f"per 1,000 images: {per_1000:.1f} s at {args.iterations} iterations; "
           f"{per_1000 * DEFAULTS['iterations'] / args.iterations:.0f} s at the paper's {DEFAULTS['iterations']:,}")
     print(f"teacher labels the stored uint8 image as its target class: {100 * float((labels == classes).float().mean()):.1f}%; "
-          f"mean confidence {float(soft.max(1).values.mean()):.3f}")
+          f"mean confidence {float(p.max(1).values.mean()):.3f}")
     before, after = bn_distances(teacher, noise, spec), bn_distances(teacher, images, spec)
     print("BN statistics distance per layer, starting noise -> result: "
           + ", ".join(f"{b:.3g} -> {a:.3g}" for b, a in zip(before, after)))

@@ -31,10 +31,12 @@ uint8 images are exactly the ones whose loss was optimised, not a rounding of th
 The result is the last iterate (the CIFAR-10 script's `best_inputs` aliases the optimised
 tensor, so it returns the last iterate too).
 
-Soft targets: the teacher's softmax (T = 1) on the stored uint8 images, normalised as dfkd
-normalises every image. Not the one-hot target: the labels stage re-labels the stored bytes
-anyway, and the teacher's own output on them says how far it agrees with the class they
-were made for (a one-hot target would claim agreement it may not give).
+Soft targets: the one-hot target, the distribution the images were optimised towards (the
+cross-entropy term), as `impressions` returns the Dirichlet target it optimised towards. The
+teacher re-labels the stored bytes anyway (dfkd.synthesis.driver), so the data file's `kl`
+column (KL of the teacher's softmax from the target) is then each stored image's
+cross-entropy, -log p_teacher(class made for): how far the teacher agrees. (The teacher's own
+softmax as the target would make that column 0 by construction.)
 
 Teachers. Hooks need the BatchNorm layers as Python modules: dfkd's registry models and
 teachers from files of form `state_dict` or `torchvision` have them. A TorchScript teacher
@@ -302,7 +304,7 @@ def synthesize_batch(
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DeepInversion of one batch: `classes` int64 [n] (the target class of each image) ->
-    (images uint8 [n, C, S, S], soft_targets float32 [n, K]), both on the CPU.
+    (images uint8 [n, C, S, S], soft_targets float32 [n, K] one-hot), both on the CPU.
 
     The n images are optimised together (their batch statistics are matched): splitting a
     request into batches of the block's `batch` is the caller's job (dfkd.synthesis.driver).
@@ -310,8 +312,6 @@ def synthesize_batch(
     left as it was found. `spec` gives channels, image_size, num_classes, mean and std
     (attributes or keys).
     """
-    from dfkd.training import normalize
-
     s = resolve_settings(settings)
     C, S, K = int(_spec(spec, "channels")), int(_spec(spec, "image_size")), int(_spec(spec, "num_classes"))
     classes = _check_classes(classes, K).to(device)
@@ -354,12 +354,11 @@ def synthesize_batch(
                 z.copy_(torch.maximum(torch.minimum(z, high), low))  # stay within pixels 0..255
         hooks.close()
         images = to_uint8(z.detach(), spec)  # (n, C, S, S) uint8
-        with torch.no_grad():
-            soft = F.softmax(teacher(normalize(images, _spec(spec, "mean"), _spec(spec, "std"))).float(), dim=1)
     finally:
         hooks.close()
         for p, flag in frozen:
             p.requires_grad_(flag)
         for m, mode in modes:
             m.training = mode
-    return images.cpu(), soft.cpu()  # (n, C, S, S) uint8, (n, K) float32
+    targets = F.one_hot(classes.cpu(), K).float()  # (n, K): what the images were optimised towards
+    return images.cpu(), targets  # (n, C, S, S) uint8, (n, K) float32
