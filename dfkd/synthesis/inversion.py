@@ -14,8 +14,9 @@ differences (horizontal, vertical, both diagonals), as NVlabs/DeepInversion comp
 
 Defaults (`PROPERTIES`) are the paper's CIFAR-10 parameters as its code states them
 (cifar10/README.md, the "paper parameters" command of cifar10/deepinversion_cifar10.py):
-batch 256 (the block's common `batch`), 2,000 iterations, Adam (betas 0.9, 0.999) at lr 0.05, BN weight 10 on every
-BatchNorm layer, TV 2.5e-5, l2 0, cross-entropy weight 1, jitter of +-2 pixels. That
+batch 256 (the block's common `batch`), 2,000 iterations, Adam (betas 0.9, 0.999) at lr
+0.05, BN weight 10 on every BatchNorm layer, TV 2.5e-5, l2 0, cross-entropy weight 1, jitter
+of +-2 pixels. That
 script's argparse defaults differ (lr 0.1, BN weight 100): the README's command is the one
 it calls the paper's. The CIFAR-10 script does not flip; the ImageNet one
 (deepinversion.py) flips the batch with probability 1/2 every iteration, and so does this
