@@ -115,6 +115,13 @@ def check_fill_params(params: Mapping) -> dict:
     if block["kind"] != "fill":
         raise DfkdError(f"sources.{name}: kind is {block['kind']!r}; the fill stage needs kind 'fill'.")
     generator = block["generator"]
+    from dfkd.synthesis import SYNTHESIZERS
+
+    if generator["kind"] in SYNTHESIZERS:
+        raise DfkdError(
+            f"sources.{name}: a fill with generator '{generator['kind']}' makes only what the sources before it "
+            "leave short, per transfer set and seed: `dfkd synthesize` (rule synthesize_fill) makes it, not `dfkd fill`."
+        )
     for key in ("count", "seed"):
         if key in generator:
             raise DfkdError(

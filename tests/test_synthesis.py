@@ -231,6 +231,15 @@ def test_a_bad_fill_block_is_one_specific_line(change, message):
     assert "\n" not in str(error.value)
 
 
+def test_dfkd_fill_refuses_a_synthesiser_generator_in_one_line():
+    from dfkd.fill import check_fill_params
+
+    params = {"source": "di_fill", "fill": {"kind": "fill", "generator": {"kind": "impressions"}}, "per_class": 5,
+              "num_classes": 10, "channels": 1, "image_size": 32}
+    with pytest.raises(DfkdError, match=r"sources\.di_fill: a fill with generator 'impressions' .* not `dfkd fill`"):
+        check_fill_params(params)
+
+
 def test_the_config_accepts_impressions_and_a_conditional_fill_and_names_a_bad_key():
     from conftest import tiny_config
 
