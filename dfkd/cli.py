@@ -320,6 +320,17 @@ DEVICE_HELP = ("cpu, cuda or cuda:N; auto picks CUDA when present (default: auto
                "config slice: changing it re-runs nothing")
 
 
+def _option_parser(*args, **kwargs) -> argparse.ArgumentParser:
+    """A parent parser holding one option that several subcommands share (argparse `parents=`)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(*args, **kwargs)
+    return parent
+
+
+THREADS_OPTION = _option_parser("--threads", type=THREADS, help="torch CPU threads (default: torch's choice, usually all cores)")
+DEVICE_OPTION = _option_parser("--device", default="auto", help=DEVICE_HELP)
+
+
 def _recorded(func):
     """Run a subcommand with its command line recorded in every provenance it writes, and on
     the device that --device names (checked first: an unavailable device is a one-line error)."""
@@ -363,40 +374,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output HDF5 file, e.g. results/{target}/data/{source}.h5")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("train-teacher", help="train the teacher: teacher/model.pt, metrics.json, log.csv")
-    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p = sub.add_parser("train-teacher", parents=[THREADS_OPTION, DEVICE_OPTION], help="train the teacher: teacher/model.pt, metrics.json, log.csv")
     p.add_argument("--train", required=True, help="training data (HDF5 from `prepare`, with labels)")
     p.add_argument("--test", required=True, help="test data (HDF5 from `prepare`, with labels)")
     p.add_argument("--params", required=True, help="JSON: the target's model I/O and teacher block")
     p.add_argument("--out-dir", required=True, help="folder for model.pt, metrics.json, log.csv, checkpoint.pt")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--min-accuracy", type=_fraction, help="warn (stderr, metrics.json) below this test accuracy, "
                                                            "0..1 (default: the params' teacher.min_accuracy, else 0.5)")
     p.set_defaults(func=cmd_train_teacher)
 
-    p = sub.add_parser("import-teacher", help="a pretrained teacher from a file (teacher.load): teacher/model.pt, metrics.json")
-    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice)")
+    p = sub.add_parser("import-teacher", parents=[THREADS_OPTION, DEVICE_OPTION], help="a pretrained teacher from a file (teacher.load): teacher/model.pt, metrics.json")
     p.add_argument("--file", required=True, help="the teacher file (state_dict, checkpoint, TorchScript or .pt2)")
     p.add_argument("--params", required=True, help="JSON: the target's model I/O, `target` (its name) and `load` block")
     p.add_argument("--test", help="test data (HDF5 from `prepare`) to measure its accuracy (default: none)")
     p.add_argument("--out-dir", required=True, help="folder for model.pt and metrics.json")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--min-accuracy", type=_fraction, help="warn (stderr, metrics.json) below this test accuracy, "
                                                            "0..1 (default: 0.5)")
     p.set_defaults(func=cmd_import_teacher)
 
-    p = sub.add_parser("features", help="teacher features and logits of a data file")
-    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p = sub.add_parser("features", parents=[THREADS_OPTION, DEVICE_OPTION], help="teacher features and logits of a data file")
     p.add_argument("--model", required=True, help="teacher model file (teacher/model.pt)")
     p.add_argument("--data", required=True, help="data file of one source (data/{source}.h5)")
     p.add_argument("--out", required=True, help="output HDF5 file (features/{source}.h5)")
     p.add_argument("--batch-size", type=BATCH, default=2048,
                    help="images per forward pass; bounds memory, not the result (default: 2048)")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_features)
 
-    p = sub.add_parser("fill", help="draw from a generator until every teacher class is full: data/{source}.h5")
-    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice)")
+    p = sub.add_parser("fill", parents=[THREADS_OPTION], help="draw from a generator until every teacher class is full: data/{source}.h5")
     p.add_argument("--teacher", required=True, help="teacher model file (teacher/model.pt) that labels the draws")
     p.add_argument("--params", required=True, help="JSON: {source, fill: {...}, per_class, num_classes, channels, image_size}")
     p.add_argument("--out", required=True, help="data/{source}.h5 (its checkpoint: data/{source}.partial.h5)")
@@ -404,8 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-seconds", type=float, default=30.0, help="seconds between checkpoints (default: 30)")
     p.set_defaults(func=cmd_fill)
 
-    p = sub.add_parser("synthesize", help="images made from the teacher (impressions; a class-conditional fill)")
-    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice)")
+    p = sub.add_parser("synthesize", parents=[THREADS_OPTION], help="images made from the teacher (impressions; a class-conditional fill)")
     p.add_argument("--teacher", required=True, help="teacher model file (teacher/model.pt)")
     p.add_argument("--params", required=True, help="JSON: {source, block: {...}} or {source, set, replicate, fill: "
                                                    "{...}, recipe: {...}}, with num_classes, channels, image_size, mean, std")
@@ -439,8 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "teacher margin (top-1 minus top-2 probability; ties at random) (default: random)")
     p.set_defaults(func=cmd_assemble)
 
-    p = sub.add_parser("distill", help="distil a student on a transfer set")
-    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p = sub.add_parser("distill", parents=[THREADS_OPTION, DEVICE_OPTION], help="distil a student on a transfer set")
     p.add_argument("--teacher", required=True, help="teacher model file (teacher/model.pt)")
     p.add_argument("--manifest", required=True, help="transfer set (transfer/{set}.parquet)")
     p.add_argument("--data", nargs="+", required=True, help="data files of the set's sources (stem = source)")
@@ -450,26 +452,21 @@ def build_parser() -> argparse.ArgumentParser:
                                   "agreement with the teacher on 10%% of the transfer rows, held out")
     p.add_argument("--params", required=True, help="JSON: the target's model I/O and student block (+ variant keys)")
     p.add_argument("--out-dir", required=True, help="run folder for model.pt, metrics.json, log.csv, checkpoint.pt")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_distill)
 
-    p = sub.add_parser("hausdorff", help="exact Hausdorff distance between two feature files")
-    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p = sub.add_parser("hausdorff", parents=[THREADS_OPTION, DEVICE_OPTION], help="exact Hausdorff distance between two feature files")
     p.add_argument("a", help="features file A (HDF5 with a `features` dataset)")
     p.add_argument("b", help="features file B")
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--rows-a", help="a parquet whose `index` column selects rows of A (default: all rows)")
     p.add_argument("--rows-b", help="a parquet whose `index` column selects rows of B (default: all rows)")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_hausdorff)
 
-    p = sub.add_parser("distance", help="Hausdorff distance of a transfer set (any sources) to the training set")
-    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice, usually all cores)")
+    p = sub.add_parser("distance", parents=[THREADS_OPTION, DEVICE_OPTION], help="Hausdorff distance of a transfer set (any sources) to the training set")
     p.add_argument("--manifest", required=True, help="transfer set (transfer/{set}.parquet)")
     p.add_argument("--features", nargs="+", required=True, help="features files of the set's sources (stem = source)")
     p.add_argument("--train-features", required=True, help="features of the training set (features/train.h5)")
     p.add_argument("--out", required=True, help="output JSON file (distance/{set}.json)")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_distance)
 
     p = sub.add_parser("score", help="rank candidate sources and their balanced mix by data-free scores (no training data)")
@@ -482,8 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank-by", default="fill", help="the score that orders the candidates (default: fill)")
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("quality", help="data-free scores of a transfer set, and distances to the training set")
-    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice)")
+    p = sub.add_parser("quality", parents=[THREADS_OPTION], help="data-free scores of a transfer set, and distances to the training set")
     p.add_argument("--manifest", required=True, help="transfer set (transfer/{set}.parquet)")
     p.add_argument("--labels", nargs="+", required=True, help="labels files of the set's sources (stem = source)")
     p.add_argument("--features", nargs="+", required=True, help="features files of the set's sources (stem = source)")
@@ -494,8 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output JSON file: the set's scores and distances")
     p.set_defaults(func=cmd_quality)
 
-    p = sub.add_parser("coverage-radii", help="each training row's distance to its 5th nearest other training row")
-    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's choice)")
+    p = sub.add_parser("coverage-radii", parents=[THREADS_OPTION], help="each training row's distance to its 5th nearest other training row")
     p.add_argument("--train-features", required=True, help="features/train.h5")
     p.add_argument("--out", required=True, help="output HDF5 file (dataset radii)")
     p.set_defaults(func=cmd_coverage_radii)
