@@ -267,10 +267,14 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+REMAKE = ("Delete it and re-run the rule that makes it: `snakemake {path}` (Snakemake does not remake a "
+          "missing file whose products exist; the next `snakemake` then re-runs what was made from it).")
+
+
 def _corrupt(path: Path) -> DfkdError:
     return DfkdError(
         f"{path} is corrupt: its content no longer matches the digest recorded when dfkd wrote it "
-        "(it changed on disk since). Delete it and re-run (snakemake makes it again)."
+        f"(it changed on disk since). {REMAKE.format(path=path)}"
     )
 
 
@@ -320,7 +324,7 @@ def verify_content(path: str | Path) -> None:
     except Exception as exc:  # h5py, pyarrow, json: many types for a damaged file
         raise DfkdError(
             f"{path} cannot be read to the end ({type(exc).__name__}: {_one_line(exc)}); it is damaged or "
-            "truncated. Delete it and re-run (snakemake makes it again)."
+            f"truncated. {REMAKE.format(path=path)}"
         ) from None
     if recorded is not None and current != recorded:
         raise _corrupt(path)
