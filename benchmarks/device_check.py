@@ -250,7 +250,7 @@ def metrics_row(check: Check, row: dict, metrics_path: Path, ref_key: str | None
 
 def check_full(check: Check) -> None:
     """config.yaml's target, stage by stage, with the commands of rules/*.smk."""
-    import dfkd.config as dc
+    import dfkd.slices as slices
     from dfkd.augment import AUGMENT_DEFAULTS
 
     config = full_config(check.args)
@@ -267,7 +267,7 @@ def check_full(check: Check) -> None:
               what="one process: import torch, h5py, dfkd; first CUDA call", note="in every stage's wall time")
 
     # 1. prepare (CPU work, three processes at once)
-    row = check.run("prepare", [dfkd("prepare", "--name", name, "--params", dc.as_json(dc.prepare_slice(config, TARGET, name)),
+    row = check.run("prepare", [dfkd("prepare", "--name", name, "--params", slices.as_json(slices.prepare_slice(config, TARGET, name)),
                                      "--out", p("data", f"{name}.h5")) for name in ("train", "test", SOURCE)])
     images = _rows(p("data", "train.h5")) + _rows(p("data", "test.h5")) + _rows(p("data", f"{SOURCE}.h5"))
     check.add(row, what=f"dfkd prepare train, test, {SOURCE} (CPU)", images=images,
@@ -275,7 +275,7 @@ def check_full(check: Check) -> None:
 
     # 2. teacher
     row = check.run("teacher", dfkd_cmd("train-teacher", "--train", p("data", "train.h5"), "--test", p("data", "test.h5"),
-                                        "--params", dc.as_json(dc.teacher_slice(config, TARGET)),
+                                        "--params", slices.as_json(slices.teacher_slice(config, TARGET)),
                                         "--out-dir", p("teacher"), "--threads", threads))
     spec = (target["channels"], target["num_classes"], target["image_size"])
     metrics_row(check, row, R / "teacher" / "metrics.json", "teacher",
@@ -293,9 +293,9 @@ def check_full(check: Check) -> None:
 
     # 4. labels and the transfer set (CPU, small)
     row = check.run("label_assemble", [dfkd("label", "--features", p("features", f"{SOURCE}.h5"), "--out", p("labels", f"{SOURCE}.parquet"))])
-    options = [f"--{k.replace('_', '-')}={v}" for k, v in dc.assemble_slice(config, TARGET, SET).items()
+    options = [f"--{k.replace('_', '-')}={v}" for k, v in slices.assemble_slice(config, TARGET, SET).items()
                if k in ("per_class", "total", "classes", "size", "seed") and v is not None]
-    unbalanced = [] if dc.assemble_slice(config, TARGET, SET)["balanced"] else ["--unbalanced"]
+    unbalanced = [] if slices.assemble_slice(config, TARGET, SET)["balanced"] else ["--unbalanced"]
     if row["status"] == "ok":
         row2 = check.run("assemble", [dfkd("assemble", "--labels", p("labels", f"{SOURCE}.parquet"), "--num-classes",
                                            str(target["num_classes"]), *unbalanced, *options,
@@ -305,7 +305,7 @@ def check_full(check: Check) -> None:
     check.add(row, what=f"dfkd label {SOURCE} + assemble {SET} (CPU)", device="cpu")
 
     # 5. students: flips (per-view teacher logits), then CutMix (the teacher on the mixed images) where it exists
-    student = dc.student_slice(config, TARGET)
+    student = slices.student_slice(config, TARGET)
     flops = train_flops_per_image(target["student"]["arch"], *spec, None)
     distill(check, config, "student_flips", SET, student, flops, SET)
     cutmix = AUGMENT_DEFAULTS.get("cutmix")

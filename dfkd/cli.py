@@ -156,17 +156,28 @@ def cmd_label(args) -> None:
 def cmd_assemble(args) -> None:
     from dfkd.balance import assemble_files
 
-    total = args.total
-    if total is None and args.total_like:
+    flags = {"--num-classes": args.num_classes, "--unbalanced": args.unbalanced or None, "--per-class": args.per_class,
+             "--total": args.total, "--classes": args.classes, "--size": args.size, "--seed": args.seed,
+             "--prefer": args.prefer}
+    if args.params is not None:  # the workflow's way: the set's recipe, as dfkd.slices.assemble_slice makes it
+        given = [flag for flag, value in flags.items() if value is not None]
+        if given:
+            raise DfkdError(f"--params holds the whole recipe; drop {', '.join(given)}.")
+        recipe = _json_arg(args.params)
+        options = {key: recipe[key] for key in ("num_classes", "balanced", "per_class", "total", "classes", "size", "seed")}
+        options["prefer"] = recipe.get("prefer", "random")
+    else:
+        if args.num_classes is None:
+            raise DfkdError("give --num-classes (the teacher's class count), or the recipe as --params.")
+        options = {"num_classes": args.num_classes, "balanced": not args.unbalanced, "per_class": args.per_class,
+                   "total": args.total, "classes": args.classes, "size": args.size, "seed": args.seed or 0,
+                   "prefer": args.prefer or "random"}
+    if options["total"] is None and args.total_like:
         from dfkd.artifacts import read_parquet
 
-        total = len(read_parquet(args.total_like, ["index"]))
-    assemble_files(
-        [Path(p) for p in args.labels], args.num_classes, Path(args.out),
-        Path(args.counts) if args.counts else None,
-        balanced=not args.unbalanced, per_class=args.per_class, total=total,
-        classes=args.classes, size=args.size, seed=args.seed, prefer=args.prefer,
-    )
+        options["total"] = len(read_parquet(args.total_like, ["index"]))
+    assemble_files([Path(p) for p in args.labels], options.pop("num_classes"), Path(args.out),
+                   Path(args.counts) if args.counts else None, **options)
 
 
 def cmd_distill(args) -> None:
@@ -297,7 +308,7 @@ def cmd_compare(args) -> None:
 
 def cmd_claim(args) -> None:
     from dfkd.claims import decide_all, format_decisions, parse_claim
-    from dfkd.config import schema_default
+    from dfkd.schema import schema_default
 
     claims = [parse_claim(text) for text in args.claims]
     if args.better is not None:
@@ -426,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("assemble", help="build a (class-balanced) transfer set from labels files, in order")
     p.add_argument("--labels", nargs="+", required=True, help="labels parquet files; the first is the base")
-    p.add_argument("--num-classes", type=_whole_number(1, "the teacher's classes"), required=True, help="the teacher's class count K")
+    p.add_argument("--params", help="JSON: the set's recipe as the workflow passes it (dfkd.slices.assemble_slice), "
+                                    "in place of the recipe options below")
+    p.add_argument("--num-classes", type=_whole_number(1, "the teacher's classes"), help="the teacher's class count K")
     p.add_argument("--out", required=True, help="output manifest (transfer/{set}.parquet)")
     p.add_argument("--counts", help="output per-class counts CSV (default: not written)")
     p.add_argument("--unbalanced", action="store_true", help="the base source alone, up to --total rows (default: balanced)")
@@ -436,8 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=_whole_number(1, "classes kept"), help="keep classes 0..k-1 only (default: all K)")
     p.add_argument("--size", type=ROWS, help="a fixed total, size // k rows per kept class; replaces --total and "
                                             "--per-class (default: none)")
-    p.add_argument("--seed", type=SEED, default=0, help="seed of the random picks within a source (default: 0)")
-    p.add_argument("--prefer", default="random", choices=("random", "confident", "margin_low", "margin_high"),
+    p.add_argument("--seed", type=SEED, help="seed of the random picks within a source (default: 0)")
+    p.add_argument("--prefer", choices=("random", "confident", "margin_low", "margin_high"),
                    help="which rows of a class a source gives first: random, most confident, smallest or largest "
                         "teacher margin (top-1 minus top-2 probability; ties at random) (default: random)")
     p.set_defaults(func=cmd_assemble)

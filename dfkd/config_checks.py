@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dfkd.errors import DfkdError
+from dfkd.slices import is_conditional, target_sets
 
 SPLITS = ("train", "test")
 UNLABELLED_KINDS = ("noise", "shapes", "strokes", "patches", "fill", "impressions", "inversion")  # generators: no ground truth
@@ -30,8 +31,6 @@ def built_targets(config: Mapping[str, Any]) -> list[str]:
 
 
 def _sets_of(config: Mapping[str, Any], target_name: str) -> list[str]:
-    from dfkd.config import target_sets
-
     return target_sets(config, target_name)
 
 
@@ -159,7 +158,6 @@ def _recipe_only_errors(name: str, recipe: Mapping[str, Any]) -> list[str]:
 
 def _conditional_fill_errors(name: str, recipe: Mapping[str, Any], sources: Mapping[str, Any]) -> list[str]:
     """A fill whose generator is a synthesiser tops up the sources before it in a balanced set."""
-    from dfkd.synthesis.stage import is_conditional
 
     problems = []
     for position, source in enumerate(recipe["sources"]):

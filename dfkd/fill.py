@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -57,49 +56,7 @@ INFER_CHUNK = 2048  # images per teacher forward pass (the features stage's defa
 STATE_VERSION = 1
 
 
-# ---------------------------------------------------------------------------- config
-def fill_sources(config: Mapping) -> list[str]:
-    """Names of the config's sources of kind `fill` with a blind generator (a synthesiser's fill is
-    made per set and seed by `dfkd.synthesis.stage`)."""
-    from dfkd.synthesis.stage import is_conditional
-
-    return [name for name, block in config["sources"].items()
-            if block.get("kind") == "fill" and not is_conditional(block)]
-
-
-def fill_source_pattern(config: Mapping) -> str:
-    """A wildcard regex matching exactly the fill sources (nothing when there are none)."""
-    names = fill_sources(config)
-    return "|".join(re.escape(name) for name in names) if names else "(?!x)x"
-
-
-def fill_slice(config: Mapping, target_name: str, source: str) -> dict:
-    """What the fill stage reads: the block (defaults filled), per_class, classes and spec."""
-    target = config["targets"][target_name]
-    _, block = validate_source_config(config["sources"][source])
-    classes = target["num_classes"]
-    per_class = block["per_class"] or target.get("per_class")
-    if per_class is None and target.get("total"):
-        per_class = target["total"] // classes
-    if not per_class:
-        raise DfkdError(
-            f"sources.{source}: a fill source needs per_class; set it there or set "
-            f"targets.{target_name}.per_class."
-        )
-    return {
-        "source": source,
-        "fill": block,
-        "per_class": int(per_class),
-        "num_classes": classes,
-        "channels": target["channels"],
-        "image_size": target["image_size"],
-    }
-
-
-def fill_runtime_minutes(block: Mapping) -> int:
-    """A job time limit (minutes) for a fill block: its seconds budget and a margin, else 4 h."""
-    seconds = (block.get("budget") or {}).get("seconds")
-    return int(seconds * 1.5 / 60) + 30 if seconds else 240
+# ---------------------------------------------------------------------------- the slice, checked
 
 
 def check_fill_params(params: Mapping) -> dict:

@@ -15,7 +15,6 @@ import pandas as pd
 
 from dfkd import layout
 from dfkd.artifacts import read_json
-from dfkd.config import run_name
 from dfkd.errors import DfkdError
 from dfkd.stats import Claim, paired_claim, summarize
 
@@ -79,7 +78,7 @@ class ReplicateReader:
 
     def accuracies(self, set_name: str, variant: str) -> dict[int, float]:
         """seed -> the student's final test accuracy, in percent."""
-        return {seed: student_accuracy(self._note(layout.student_metrics(run_name(set_name, variant), seed)))
+        return {seed: student_accuracy(self._note(layout.student_metrics(layout.run_name(set_name, variant), seed)))
                 for seed in self.seeds}
 
     def teacher(self) -> dict:

@@ -18,12 +18,9 @@ rule assemble:
         runtime=30,
     params:
         slice=as_json_param(
-            lambda w: dfkd_config.assemble_slice(config, w.target, w.set, int(w.seed))
+            lambda w: dfkd_slices.assemble_slice(config, w.target, w.set, int(w.seed))
         ),
-        options=assemble_options,
-        num_classes=lambda w: config["targets"][w.target]["num_classes"],
         total_like=lambda w, input: f"--total-like {input.train}" if input.train else "",
     shell:
-        "dfkd assemble --labels {input.labels} --num-classes {params.num_classes}"
-        " {params.total_like} {params.options}"
+        "dfkd assemble --labels {input.labels} --params {params.slice:q} {params.total_like}"
         " --out {output.manifest} --counts {output.counts} > {log} 2>&1"

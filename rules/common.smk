@@ -8,8 +8,9 @@ from snakemake.utils import validate
 
 import dfkd.config as dfkd_config
 import dfkd.layout as layout
-import dfkd.synthesis.stage as dfkd_synthesis
+import dfkd.slices as dfkd_slices
 from dfkd.errors import DfkdError
+from dfkd.schema import SCHEMA_PATH
 from dfkd.workflow_lock import clear_stale_lock
 from dfkd.study import (
     FIGURE_TABLES,
@@ -24,7 +25,7 @@ try:
     # Snakemake read the config files with PyYAML, which keeps the last of two equal keys
     for configfile in workflow.configfiles:
         load_yaml(configfile)  # refuses duplicate keys, naming both lines
-    validate(config, schema=str(dfkd_config.SCHEMA_PATH))
+    validate(config, schema=str(SCHEMA_PATH))
     # check_data: the built targets' datasets must be on disk (`-n` fails, not a job later)
     config.update(dfkd_config.validate_config(config, "config", check_data=True))
 except DfkdError as error:
@@ -56,7 +57,7 @@ def path(target, kind, name=""):
     return f"{R}/{target}/{kind}/{name}" if name else f"{R}/{target}/{kind}"
 
 
-SEEDS = dfkd_config.replicate_seeds(config)
+SEEDS = dfkd_slices.replicate_seeds(config)
 # The device of the GPU-capable stages: on their command line, never in params (it re-runs nothing).
 DEVICE = config.get("device", "auto")
 
@@ -68,20 +69,18 @@ def replicate(target, file_of, name, seed):
 
 def replicates(target, file_of, names, seeds=None):
     """That path for every name and every seed (default: the configured seeds)."""
-    return [
-        replicate(target, file_of, n, s) for n in names for s in (seeds or SEEDS)
-    ]
+    return [replicate(target, file_of, n, s) for n in names for s in (seeds or SEEDS)]
 
 
 def run_set(wildcards):
     """The transfer set of a job: its `set` wildcard, or the set of its `run` (set.variant)."""
     if "run" in wildcards.keys():
-        return dfkd_config.parse_run(wildcards.run)[0]
+        return layout.parse_run(wildcards.run)[0]
     return wildcards.set
 
 
 def run_variant(wildcards):
-    return dfkd_config.parse_run(wildcards.run)[1]
+    return layout.parse_run(wildcards.run)[1]
 
 
 def set_sources(wildcards):
@@ -89,7 +88,7 @@ def set_sources(wildcards):
 
 
 def target_sets(target):
-    return dfkd_config.target_sets(config, target)
+    return dfkd_slices.target_sets(config, target)
 
 
 # ------------------------------------------------- targets without splits, teachers from outside
@@ -97,7 +96,7 @@ def target_sets(target):
 
 def has_split(target, split):
     """Whether the target has its dataset's `split` (config `splits`; default train and test)."""
-    return split in dfkd_config.target_splits(config, target)
+    return split in dfkd_slices.target_splits(config, target)
 
 
 def split_file(kind, split, suffix):
@@ -118,15 +117,13 @@ def teacher_file_sha256(target):
 def targets_matching(loaded):
     """A `target` wildcard pattern for the targets whose teacher is (not) loaded from a file."""
     names = [
-        t for t in config["targets"] if dfkd_config.loads_teacher(config, t) == loaded
+        t for t in config["targets"] if dfkd_slices.loads_teacher(config, t) == loaded
     ]
     return "|".join(names) if names else "(?!)"  # (?!) matches nothing
 
 
 def distilled_sets(target):
-    return [
-        name for name in target_sets(target) if config["transfer_sets"][name]["distill"]
-    ]
+    return dfkd_slices.distilled_sets(config, target)
 
 
 def set_files(kind, suffix):
@@ -139,7 +136,7 @@ def set_files(kind, suffix):
 def set_stems(w):
     seed = w.seed if "seed" in w.keys() else SEEDS[0]
     return [
-        dfkd_synthesis.source_stem(config, s, run_set(w), seed) for s in set_sources(w)
+        dfkd_slices.source_stem(config, s, run_set(w), seed) for s in set_sources(w)
     ]
 
 
@@ -151,7 +148,7 @@ def sources_before(w):
 
 def as_json_param(make_slice):
     """A params value: the canonical JSON of a config slice, computed from wildcards."""
-    return lambda w: dfkd_config.as_json(make_slice(w))
+    return lambda w: dfkd_slices.as_json(make_slice(w))
 
 
 def all_outputs():
@@ -178,54 +175,12 @@ def all_outputs():
     return outputs
 
 
-def assemble_options(w):
-    """CLI options of `dfkd assemble` from the transfer set's recipe (seed k adds k to its seed)."""
-    recipe = dfkd_config.assemble_slice(config, w.target, w.set, int(w.seed))
-    flags = [] if recipe["balanced"] else ["--unbalanced"]
-    if recipe.get("prefer", "random") != "random":
-        flags += ["--prefer", recipe["prefer"]]
-    for key in ("per_class", "total", "classes", "size", "seed"):
-        if recipe[key] is not None:
-            flags += [f"--{key.replace('_', '-')}", str(recipe[key])]
-    return " ".join(flags)
-
-
 def target_fill_sources(target):
-    """The fill sources (kind `fill`) that the target's sets draw on, in config order."""
-    used = {
-        s
-        for name in target_sets(target)
-        for s in config["transfer_sets"][name]["sources"]
-    }
-    return [
-        s
-        for s, block in config["sources"].items()
-        if block.get("kind") == "fill"
-        and s in used
-        and not dfkd_synthesis.is_conditional(block)
-    ]
+    return dfkd_slices.target_fill_sources(config, target)
 
 
 def report_slice(target):
-    """What the summary table shows: every transfer set's recipe (names the rows and columns)."""
-    return {
-        "target": target,
-        "order": target_sets(target),
-        "sets": {
-            name: dfkd_config.assemble_slice(config, target, name)
-            for name in target_sets(target)
-        },
-        "distilled": distilled_sets(target),
-        "seeds": SEEDS,
-        "min_effect": config["study"]["min_effect"],
-        "teacher_min_accuracy": config["targets"][target]["teacher"].get(
-            "min_accuracy"
-        ),
-        "fill_sources": target_fill_sources(target),
-        # only where they differ from the defaults (distances, test accuracy): other params stay as they were
-        **({} if has_split(target, "train") else {"distances": False}),
-        **({} if has_split(target, "test") else {"score": "teacher_agreement"}),
-    }
+    return dfkd_slices.report_slice(config, target)
 
 
 # ---------------------------------------------------------------- study tables
@@ -235,12 +190,12 @@ def study_table_inputs(w):
     """Every file the table reads (so Snakemake builds them first), and its figures."""
     spec = config["study"]["tables"][w.table]
     sets = list(dict.fromkeys(spec["rows"].values()))
-    seeds = dfkd_config.table_seeds(config, w.table)
+    seeds = dfkd_slices.table_seeds(config, w.table)
     files = replicates(w.target, layout.counts, sets, seeds)
     if w.table in TABLES_WITH_DISTANCES:
         files += replicates(w.target, layout.distance, sets, seeds)
     if w.table in TABLES_WITH_STUDENTS:
-        runs = [dfkd_config.run_name(s, v) for s in sets for v in spec["variants"]]
+        runs = [layout.run_name(s, v) for s in sets for v in spec["variants"]]
         files += replicates(w.target, layout.student_metrics, runs, seeds)
     if w.table == "main":
         files.append(path(w.target, "teacher", "metrics.json"))
@@ -250,25 +205,11 @@ def study_table_inputs(w):
 
 
 def quality_runs(target):
-    """Every run the config distils for a target, as {set, variant}: its own sets (default
-    student) and every study table's rows in the table's variants."""
-    runs = [(s, "default") for s in distilled_sets(target)]
-    if target in config["study"]["targets"]:
-        for table, spec in config["study"]["tables"].items():
-            if table in TABLES_WITH_STUDENTS:
-                runs += [
-                    (s, v) for s in spec["rows"].values() for v in spec["variants"]
-                ]
-    return [{"set": s, "variant": v} for s, v in dict.fromkeys(runs)]
+    return dfkd_slices.quality_runs(config, target)
 
 
 def quality_per_class(target, set_name):
-    """The per-class target of a set's fill score: its cap, else an even share of its size."""
-    recipe = dfkd_config.assemble_slice(config, target, set_name)
-    k = recipe["classes"] or recipe["num_classes"]
-    if recipe["per_class"]:
-        return recipe["per_class"]
-    return max(1, (recipe["size"] or recipe["total"] or k) // k)
+    return dfkd_slices.quality_per_class(config, target, set_name)
 
 
 def study_outputs():

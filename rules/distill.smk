@@ -24,7 +24,7 @@ rule distill:
         # the device: a params function of `input` is no rerun trigger (changing it re-runs nothing)
         device=lambda w, input: DEVICE,
         slice=as_json_param(
-            lambda w: dfkd_config.student_slice(
+            lambda w: dfkd_slices.student_slice(
                 config, w.target, run_variant(w), int(w.seed)
             )
         ),

@@ -13,7 +13,7 @@ rule prepare:
         runtime=60,
     params:
         slice=as_json_param(
-            lambda w: dfkd_config.prepare_slice(config, w.target, w.source)
+            lambda w: dfkd_slices.prepare_slice(config, w.target, w.source)
         ),
     shell:
         "dfkd prepare --name {wildcards.source} --params {params.slice:q} --out {output} > {log} 2>&1"

@@ -74,7 +74,7 @@ rule quality_table:
             replicate(
                 w.target,
                 layout.student_metrics,
-                dfkd_config.run_name(r["set"], r["variant"]),
+                layout.run_name(r["set"], r["variant"]),
                 k,
             )
             for r in quality_runs(w.target)

@@ -28,7 +28,7 @@ rule study_table:
         "../envs/dfkd.yaml"
     params:
         slice=as_json_param(
-            lambda w: dfkd_config.study_table_slice(config, w.target, w.table)
+            lambda w: dfkd_slices.study_table_slice(config, w.target, w.table)
         ),
         target_dir=lambda w: path(w.target, ""),
     shell:

@@ -20,7 +20,7 @@ rule synthesize:
     benchmark:
         path("{target}", "benchmarks", "synthesize/{source}.tsv")
     wildcard_constraints:
-        source=dfkd_synthesis.pattern(dfkd_synthesis.synthesized_sources(config)),
+        source=dfkd_slices.pattern(dfkd_slices.synthesized_sources(config)),
     conda:
         "../envs/dfkd.yaml"
     threads: 1
@@ -29,7 +29,7 @@ rule synthesize:
         runtime=600,
     params:
         slice=as_json_param(
-            lambda w: dfkd_synthesis.synthesis_slice(config, w.target, w.source)
+            lambda w: dfkd_slices.synthesis_slice(config, w.target, w.source)
         ),
     shell:
         "dfkd synthesize --teacher {input.teacher} --params {params.slice:q} --out {output.data}"
@@ -53,7 +53,7 @@ rule synthesize_fill:
     benchmark:
         path("{target}", "benchmarks", "synthesize/{set}/seed{seed}/{source}.tsv")
     wildcard_constraints:
-        source=dfkd_synthesis.pattern(dfkd_synthesis.conditional_sources(config)),
+        source=dfkd_slices.pattern(dfkd_slices.conditional_sources(config)),
     conda:
         "../envs/dfkd.yaml"
     threads: 1
@@ -62,7 +62,7 @@ rule synthesize_fill:
         runtime=600,
     params:
         slice=as_json_param(
-            lambda w: dfkd_synthesis.conditional_slice(
+            lambda w: dfkd_slices.conditional_slice(
                 config, w.target, w.set, int(w.seed), w.source
             )
         ),

@@ -26,7 +26,7 @@ rule train_teacher:
     params:
         # the device: a params function of `input` is no rerun trigger (changing it re-runs nothing)
         device=lambda w, input: DEVICE,
-        slice=as_json_param(lambda w: dfkd_config.teacher_slice(config, w.target)),
+        slice=as_json_param(lambda w: dfkd_slices.teacher_slice(config, w.target)),
         out_dir=lambda w: path(w.target, "teacher"),
         # a warning threshold, not a training setting: a params function that takes `input`
         # is left out of Snakemake's params trigger, so changing it never retrains the teacher
@@ -58,7 +58,7 @@ rule import_teacher:
         runtime=30,
     params:
         device=lambda w, input: DEVICE,
-        slice=as_json_param(lambda w: dfkd_config.import_slice(config, w.target)),
+        slice=as_json_param(lambda w: dfkd_slices.import_slice(config, w.target)),
         # the file's content, not only its date, re-runs the import and all downstream of it
         sha256=lambda w: teacher_file_sha256(w.target),
         test=lambda w, input: f"--test {input.test}" if input.test else "",

@@ -376,8 +376,10 @@ def test_cli_assemble_prefer_writes_the_margin_selection(tmp_path):
           "--out", str(out), "--prefer", "margin_low"])
     assert read_parquet(out, ["index"])["index"].tolist() == [1, 4]
     assert read_parquet_provenance(out)["config"]["prefer"] == "margin_low"
+    main(["assemble", "--labels", str(tmp_path / "noise.parquet"), "--num-classes", "2", "--per-class", "1",
+          "--out", str(out)])
+    assert read_parquet_provenance(out)["config"]["prefer"] == "random"  # the default
     base = ["assemble", "--labels", "a", "--num-classes", "2", "--out", "o"]
-    assert build_parser().parse_args(base).prefer == "random"
     for prefer in PREFER:  # the CLI offers every choice of dfkd.balance
         assert build_parser().parse_args(base + ["--prefer", prefer]).prefer == prefer
     with pytest.raises(SystemExit):
@@ -385,10 +387,32 @@ def test_cli_assemble_prefer_writes_the_margin_selection(tmp_path):
 
 
 def test_schema_transfer_set_prefer_defaults_to_random_and_refuses_others():
-    from dfkd.config import definition_schema, schema_errors
+    from dfkd.schema import definition_schema, schema_errors
 
     schema = definition_schema("transfer_set")
     recipe = {"sources": ["noise"]}
     assert schema_errors(recipe, schema) == [] and recipe["prefer"] == "random"
     errors = schema_errors({"sources": ["noise"], "prefer": "entropy"}, schema, "transfer_sets.x")
     assert len(errors) == 1 and errors[0].startswith("transfer_sets.x.prefer:")
+
+
+def test_cli_assemble_reads_the_workflows_recipe_as_params(tmp_path):
+    """The rule passes dfkd.slices.assemble_slice as --params: the same set as the flags make."""
+    from dfkd.cli import main
+
+    write_parquet(tmp_path / "noise.parquet", source([0, 0, 0, 1, 1, 1, 1]), None)
+    recipe = {"sources": ["noise"], "balanced": True, "num_classes": 2, "per_class": 2, "total": None,
+              "classes": None, "size": None, "seed": 3}
+    by_params, by_flags = tmp_path / "p.parquet", tmp_path / "f.parquet"
+    assert main(["assemble", "--labels", str(tmp_path / "noise.parquet"), "--params", json.dumps(recipe),
+                 "--out", str(by_params)]) == 0
+    assert main(["assemble", "--labels", str(tmp_path / "noise.parquet"), "--num-classes", "2", "--per-class", "2",
+                 "--seed", "3", "--out", str(by_flags)]) == 0
+    assert read_parquet(by_params).equals(read_parquet(by_flags))
+    assert read_parquet_provenance(by_params)["config"] == read_parquet_provenance(by_flags)["config"]
+    # the recipe is the whole recipe: a flag beside it is refused, and a missing key is named
+    assert main(["assemble", "--labels", str(tmp_path / "noise.parquet"), "--params", json.dumps(recipe),
+                 "--seed", "4", "--out", str(by_params)]) == 2
+    del recipe["seed"]
+    assert main(["assemble", "--labels", str(tmp_path / "noise.parquet"), "--params", json.dumps(recipe),
+                 "--out", str(by_params)]) == 2

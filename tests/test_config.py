@@ -4,6 +4,7 @@ import copy
 import pytest
 
 from dfkd import config as dc
+from dfkd import layout, slices
 from dfkd.errors import DfkdError
 
 from conftest import REPO, tiny_config
@@ -56,14 +57,14 @@ def test_validation_does_not_modify_its_input():
 
 def test_slices_hold_only_what_each_stage_reads():
     config = dc.validate_config(tiny_config())
-    prep = dc.prepare_slice(config, "fmnist", "noise")
+    prep = slices.prepare_slice(config, "fmnist", "noise")
     assert prep["source"] == config["sources"]["noise"] and prep["split"] is None
-    assert dc.prepare_slice(config, "fmnist", "test")["split"] == "test"
-    assert "student" not in dc.teacher_slice(config, "fmnist")
-    assert "teacher" not in dc.student_slice(config, "fmnist")
-    recipe = dc.assemble_slice(config, "fmnist", "synthetic_bal")
+    assert slices.prepare_slice(config, "fmnist", "test")["split"] == "test"
+    assert "student" not in slices.teacher_slice(config, "fmnist")
+    assert "teacher" not in slices.student_slice(config, "fmnist")
+    recipe = slices.assemble_slice(config, "fmnist", "synthetic_bal")
     assert recipe["sources"] == ["shapes", "strokes"] and recipe["per_class"] == 60
-    assert dc.as_json({"b": 1, "a": 2}) == '{"a":2,"b":1}'
+    assert slices.as_json({"b": 1, "a": 2}) == '{"a":2,"b":1}'
 
 
 def test_load_config_reports_bad_yaml(tmp_path):
@@ -105,21 +106,21 @@ def test_study_and_variant_mistakes_are_named(mutate, fragment):
 
 def test_variants_replace_whole_student_keys_and_runs_name_them():
     config = dc.validate_config(study_config())
-    plain = dc.student_slice(config, "fmnist")
-    noaug = dc.student_slice(config, "fmnist", "noaug")
+    plain = slices.student_slice(config, "fmnist")
+    noaug = slices.student_slice(config, "fmnist", "noaug")
     assert plain["student"]["augment"]["flip"] is True and noaug["student"]["augment"]["flip"] is False
     assert {k: v for k, v in noaug["student"].items() if k != "augment"} == {k: v for k, v in plain["student"].items() if k != "augment"}
-    assert dc.run_name("natural_bal") == "natural_bal" and dc.run_name("natural_bal", "noaug") == "natural_bal.noaug"
-    assert dc.parse_run("natural_bal.noaug") == ("natural_bal", "noaug") and dc.parse_run("noise") == ("noise", "default")
+    assert layout.run_name("natural_bal") == "natural_bal" and layout.run_name("natural_bal", "noaug") == "natural_bal.noaug"
+    assert layout.parse_run("natural_bal.noaug") == ("natural_bal", "noaug") and layout.parse_run("noise") == ("noise", "default")
     with pytest.raises(DfkdError, match="variant 'fast' is not defined"):
-        dc.student_slice(config, "fmnist", "fast")
+        slices.student_slice(config, "fmnist", "fast")
 
 
 def test_study_table_slice_lists_rows_in_config_order_with_recipes():
     config = dc.validate_config(study_config())
-    table = dc.study_table_slice(config, "fmnist", "main")
+    table = slices.study_table_slice(config, "fmnist", "main")
     assert [r["row"] for r in table["rows"]] == ["noise", "natural_bal"]
-    assert table["rows"][1]["recipe"] == dc.assemble_slice(config, "fmnist", "natural_bal")
+    assert table["rows"][1]["recipe"] == slices.assemble_slice(config, "fmnist", "natural_bal")
     assert table["dataset"] == "FMNIST" and table["variants"] == ["default", "noaug"]
     assert config["study"]["tables"]["table9"]["variants"] == ["default"]  # schema default
 
@@ -145,19 +146,19 @@ def test_tuning_preset_adds_variants_that_validate():
     update_config(config, yaml.safe_load((REPO / "presets" / "tuning.yaml").read_text()))
     valid = dc.validate_config(config)
     assert valid["variants"]["noaug"] == {"augment": {}}  # the config's own variant stays
-    assert dc.student_slice(valid, "fmnist", "noaug_t4")["student"]["temperature"] == 4
+    assert slices.student_slice(valid, "fmnist", "noaug_t4")["student"]["temperature"] == 4
 
 
 def test_a_replicate_seed_changes_only_the_seeds():
     """Seed k adds k to the student's and the recipe's seeds, and changes nothing else."""
     valid = dc.load_config(REPO / "config.yaml", REPO / "presets" / "seeds.yaml")
-    assert dc.replicate_seeds(valid) == [0, 1, 2, 3, 4]
-    default = dc.student_slice(valid, "fmnist", "default")["student"]
-    recipe = dc.assemble_slice(valid, "fmnist", "natural_bal")
+    assert slices.replicate_seeds(valid) == [0, 1, 2, 3, 4]
+    default = slices.student_slice(valid, "fmnist", "default")["student"]
+    recipe = slices.assemble_slice(valid, "fmnist", "natural_bal")
     for k in (1, 4):
-        assert dc.student_slice(valid, "fmnist", "default", k)["student"] == {**default, "seed": default["seed"] + k}
-        assert dc.student_slice(valid, "fmnist", "noaug", k)["student"]["seed"] == default["seed"] + k
-        assert dc.assemble_slice(valid, "fmnist", "natural_bal", k) == {**recipe, "seed": recipe["seed"] + k}
+        assert slices.student_slice(valid, "fmnist", "default", k)["student"] == {**default, "seed": default["seed"] + k}
+        assert slices.student_slice(valid, "fmnist", "noaug", k)["student"]["seed"] == default["seed"] + k
+        assert slices.assemble_slice(valid, "fmnist", "natural_bal", k) == {**recipe, "seed": recipe["seed"] + k}
 
 
 def test_seeds_must_be_distinct_and_nonnegative():

@@ -5,6 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dfkd import config as dc
+from dfkd import slices
 from dfkd.errors import DfkdError
 
 from conftest import tiny_config
@@ -54,7 +55,7 @@ def test_mutations_are_accepted_or_refused_cleanly(mutations):
         assert str(error)
     else:
         for target in validated["run_targets"]:
-            for name in dc.target_sets(validated, target):
-                dc.assemble_slice(validated, target, name)
-            dc.teacher_slice(validated, target)
-            dc.student_slice(validated, target)
+            for name in slices.target_sets(validated, target):
+                slices.assemble_slice(validated, target, name)
+            slices.teacher_slice(validated, target)
+            slices.student_slice(validated, target)

@@ -252,7 +252,8 @@ def torchvision_teacher(folder: Path) -> Path:
 
 
 def test_config_rules_for_targets_without_a_train_split(tmp_path):
-    from dfkd.config import target_sets, validate_config
+    from dfkd.config import validate_config
+    from dfkd.slices import target_sets
 
     forms = teacher_forms(tmp_path)
     config = validate_config(own_config(tmp_path, forms), check_data=True)

@@ -10,7 +10,8 @@ from conftest import tiny_config
 
 from dfkd.artifacts import read_h5_array, read_json, read_parquet
 from dfkd.errors import DfkdError
-from dfkd.fill import check_fill_params, fill_slice, fill_source, partial_path
+from dfkd.fill import check_fill_params, fill_source, partial_path
+from dfkd.slices import fill_slice
 
 LEVELS = (np.arange(10) + 0.5) / 10  # class c: images whose mean brightness is near LEVELS[c]
 

@@ -16,7 +16,7 @@ from dfkd.augment import (
     VIEW_FLIP, VIEW_MIXED, augment_active, augment_batch, augment_batch_with_views, augment_config, mix_batch,
     mix_batch_with_mask, mixing_active, unmixed_view_codes, view_codes,
 )
-from dfkd.config import definition_schema, schema_errors
+from dfkd.schema import definition_schema, schema_errors
 from dfkd.distill import distill_student, kd_loss, kd_step_loss
 from dfkd.errors import DfkdError
 from dfkd.teacher import train_teacher

@@ -20,6 +20,7 @@ import yaml
 
 from dfkd import cli
 from dfkd import config as dc
+from dfkd import slices
 from dfkd.artifacts import load_torch, read_json, read_parquet_provenance, write_h5
 from dfkd.balance import assemble_files
 from dfkd.errors import DfkdError
@@ -334,4 +335,4 @@ def test_min_accuracy_is_a_teacher_setting_outside_its_slice():
     changed = tiny_config()
     changed["targets"]["fmnist"]["teacher"]["min_accuracy"] = 0.9
     changed = dc.validate_config(changed)
-    assert dc.teacher_slice(changed, "fmnist") == dc.teacher_slice(config, "fmnist")  # no retraining
+    assert slices.teacher_slice(changed, "fmnist") == slices.teacher_slice(config, "fmnist")  # no retraining

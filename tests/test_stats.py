@@ -124,6 +124,7 @@ def test_tost_matches_a_hand_computation_and_the_90_percent_interval(differences
     claim = claim_of(differences, min_effect=1.0)
     p = tost_by_hand(differences, 1.0)
     assert claim.p_equivalence == pytest.approx(p)
+    assert tost_p_value(claim.difference_mean, claim.difference_sd, claim.n, 1.0) == pytest.approx(p)
     # TOST at 5% decides as the 90% interval inside the band does
     inside = -1.0 < claim.equivalence_low and claim.equivalence_high < 1.0
     assert inside == (p < 0.05)

@@ -244,7 +244,7 @@ def test_the_config_accepts_impressions_and_a_conditional_fill_and_names_a_bad_k
     from conftest import tiny_config
 
     from dfkd.config import validate_config
-    from dfkd.synthesis.stage import conditional_slice, source_stem, synthesis_slice
+    from dfkd.slices import conditional_slice, source_stem, synthesis_slice
 
     config = tiny_config()
     config["sources"]["impressions"] = {"kind": "impressions", "count": 40}

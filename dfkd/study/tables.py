@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from dfkd.artifacts import atomic_path, read_json, write_json
-from dfkd.config import DEFAULT_VARIANT
+from dfkd.layout import DEFAULT_VARIANT
 from dfkd.errors import DfkdError
 from dfkd.provenance import make_provenance
 from dfkd.replicates import (

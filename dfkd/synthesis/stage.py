@@ -19,79 +19,21 @@ labels an image as the class it was made for, with images/s.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from dfkd.errors import DfkdError
+from dfkd.slices import FILL_ONLY_KEYS, fill_default, is_conditional
 from dfkd.synthesis import SYNTHESIZERS, get_synthesizer
 from dfkd.synthesis.base import SynthesisSpec
 from dfkd.synthesis.driver import CountPlan, ShortfallPlan, equal_classes, fingerprint_of, run
 
-FILL_ONLY_KEYS = ("batch", "vary", "bins", "explore")  # a blind fill's keys; a synthesiser's batch is its own
 GENERATOR_FIXED = ("count", "seed", "classes", "budget")  # decided by the fill, not its generator
 
 
-# ---------------------------------------------------------------------------- config
-def synthesized_sources(config: Mapping) -> list[str]:
-    """Sources whose kind is a synthesiser (made once per target)."""
-    return [name for name, block in config["sources"].items() if block.get("kind") in SYNTHESIZERS]
-
-
-def conditional_sources(config: Mapping) -> list[str]:
-    """Fill sources whose generator is a synthesiser (made per transfer set and seed)."""
-    return [name for name, block in config["sources"].items() if is_conditional(block)]
-
-
-def is_conditional(block: Mapping) -> bool:
-    return block.get("kind") == "fill" and (block.get("generator") or {}).get("kind") in SYNTHESIZERS
-
-
-def pattern(names: Sequence[str]) -> str:
-    """A wildcard regex matching exactly `names` (nothing when there are none)."""
-    return "|".join(re.escape(name) for name in names) if names else "(?!x)x"
-
-
-def source_stem(config: Mapping, source: str, set_name: str, seed: int | str) -> str:
-    """The name under data/, features/, labels/ of a set's source: itself, or its per-set file."""
-    from dfkd import layout
-
-    block = config["sources"].get(source)
-    return layout.set_source(source, set_name, seed) if block is not None and is_conditional(block) else source
-
-
-def _spec_slice(target: Mapping) -> dict:
-    return {key: target[key] for key in ("num_classes", "channels", "image_size", "mean", "std")}
-
-
-def synthesis_slice(config: Mapping, target_name: str, source: str) -> dict:
-    """What a synthesised source reads: its block (defaults filled) and the target's model I/O."""
-    from dfkd.sources import validate_source_config
-
-    _, block = validate_source_config(config["sources"][source])
-    return {"source": source, "block": block, **_spec_slice(config["targets"][target_name])}
-
-
-def conditional_slice(config: Mapping, target_name: str, set_name: str, seed: int, source: str) -> dict:
-    """What a class-conditional fill reads: its block, and the set's recipe up to the fill."""
-    from dfkd.config import assemble_slice
-    from dfkd.sources import validate_source_config
-
-    _, block = validate_source_config(config["sources"][source])
-    block = {k: v for k, v in block.items() if not (k in FILL_ONLY_KEYS and v == _fill_default(k))}  # unused
-    recipe = assemble_slice(config, target_name, set_name, seed)
-    position = recipe["sources"].index(source)
-    recipe["sources"] = recipe["sources"][:position]  # later sources do not change what is short
-    return {"source": source, "set": set_name, "replicate": int(seed), "fill": block, "recipe": recipe,
-            **_spec_slice(config["targets"][target_name])}
-
-
-def _fill_default(key: str):
-    from dfkd.sources.fill import PROPERTIES
-
-    return PROPERTIES[key]["default"]
+# ---------------------------------------------------------------------------- the slice, checked
 
 
 def check_params(params: Mapping) -> dict:
@@ -126,7 +68,7 @@ def _check_conditional(name: str, raw: Mapping, block: dict, params: Mapping) ->
         raise DfkdError(f"{where}: a fill made by `dfkd synthesize` needs a synthesiser generator "
                         f"({', '.join(sorted(SYNTHESIZERS))}); blind generators are drawn by `dfkd fill`.")
     for key in FILL_ONLY_KEYS:
-        if key in raw and raw[key] != _fill_default(key):
+        if key in raw and raw[key] != fill_default(key):
             raise DfkdError(f"{where}.{key}: a fill with generator '{block['generator']['kind']}' does not use it; "
                             f"remove it (the optimisation batch is {where}.generator.batch).")
     for key in GENERATOR_FIXED:
