@@ -27,17 +27,9 @@ import torch
 from torch.nn import functional as F
 
 from dfkd.errors import DfkdError
+from dfkd.schema import definition_defaults
 
-AUGMENT_DEFAULTS: dict[str, Any] = {
-    "flip": False,       # random horizontal flips
-    "translate": 0.0,    # max shift, fraction of the image size
-    "scale": [1.0, 1.0], # zoom range [min, max] (>1 enlarges the content)
-    "rotate": 0.0,       # max rotation, degrees
-    "invert": 0.0,       # probability of x -> 1 - x
-    "noise": 0.0,        # std of Gaussian noise on [0, 1] pixels
-    "mixup": {"p": 0.0, "alpha": 1.0},   # share of images blended with another, weight ~ Beta(alpha, alpha)
-    "cutmix": {"p": 0.0, "alpha": 1.0},  # share of images given a box of another, area ~ 1 - Beta(alpha, alpha)
-}
+AUGMENT_DEFAULTS: dict[str, Any] = definition_defaults("augment")  # the schema's: every augmentation off
 MIXES = ("mixup", "cutmix")  # each image is mixed at most once: their p sum to at most 1
 
 

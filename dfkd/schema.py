@@ -63,3 +63,25 @@ def schema_errors(instance: Any, schema: Mapping, where: str = "") -> list[str]:
         parts = ([where] if where else []) + [str(part) for part in error.absolute_path]
         messages.append(f"{'.'.join(parts) or '(top level)'}: {error.message}")
     return messages
+
+
+def definition_defaults(name: str) -> dict[str, Any]:
+    """The defaults of the keys of one of the schema's `$defs` (e.g. 'training', 'augment'), for code
+    that fills a block given by hand: a key's own `default`, or, for an object whose default is
+    empty, its properties' defaults. Keys without a default are left out."""
+    defs = load_schema()["$defs"]
+    return _defaults(defs[name], defs)
+
+
+def _defaults(node: Mapping[str, Any], defs: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, prop in node.get("properties", {}).items():
+        if "$ref" in prop:
+            prop = {**defs[prop["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in prop.items() if k != "$ref"}}
+        if prop.get("default", {}) == {} and "properties" in prop:
+            inner = _defaults(prop, defs)
+            if inner:  # an object none of whose keys has a default (a teacher's `load`) has none
+                out[key] = inner
+        elif "default" in prop:
+            out[key] = copy.deepcopy(prop["default"])
+    return out

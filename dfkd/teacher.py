@@ -18,12 +18,14 @@ from torch.nn import functional as F
 from dfkd.artifacts import save_torch, write_json
 from dfkd.models import count_parameters, model_record
 from dfkd.provenance import make_provenance, provenance_json
+from dfkd.schema import load_schema
 from dfkd.training import (
     TensorLoader, describe_device, evaluate, fit, init_model, load_split, pick_device, prepare_batch,
     target_spec, training_config, write_log_csv,
 )
 
-DEFAULT_MIN_ACCURACY = 0.5  # the schema's default of targets.X.teacher.min_accuracy
+# the schema's default of targets.X.teacher.min_accuracy (the one place it is written)
+DEFAULT_MIN_ACCURACY = load_schema()["$defs"]["target"]["properties"]["teacher"]["properties"]["min_accuracy"]["default"]
 
 
 def teacher_warning(metrics: Mapping[str, Any], min_accuracy: float = DEFAULT_MIN_ACCURACY) -> str | None:

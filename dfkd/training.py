@@ -33,17 +33,9 @@ from dfkd.artifacts import atomic_path, load_torch, read_h5_array, save_torch
 from dfkd.augment import apply_view, augment_active, augment_batch, augment_config, mixing_active
 from dfkd.errors import DfkdError
 from dfkd.models import build_model
+from dfkd.schema import definition_defaults
 
-TRAINING_DEFAULTS: dict[str, Any] = {  # mirrors the config schema's `training` block
-    "epochs": 10,
-    "batch_size": 256,
-    "optimizer": {"name": "adam", "lr": 1e-3, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0},
-    "schedule": "onecycle",  # constant | onecycle | cosine, over all steps
-    "augment": {},
-    "temperature": 20.0,  # students only
-    "seed": 0,
-    "amp": True,  # bf16 autocast on CUDA
-}
+TRAINING_DEFAULTS: dict[str, Any] = definition_defaults("training")  # the schema's, for blocks given by hand
 LOG_COLUMNS = ("epoch", "loss", "test_accuracy", "lr", "seconds")
 CHECKPOINT = "checkpoint.pt"
 SIGTERM_EXIT = 143  # 128 + SIGTERM, what a shell reports for a job killed by SIGTERM

@@ -209,3 +209,18 @@ def test_a_set_only_other_targets_build_is_checked_against_them_only():
     config["targets"]["fmnist"]["sets"].append("x")
     with pytest.raises(DfkdError, match="transfer_sets.x.classes: 8 exceeds targets.fmnist.num_classes=4"):
         dc.validate_config(config)
+
+
+def test_code_defaults_are_the_schemas():
+    """Defaults live only in the schema: the code that fills a block given by hand reads them there."""
+    from dfkd.augment import AUGMENT_DEFAULTS
+    from dfkd.schema import load_schema, schema_default
+    from dfkd.teacher import DEFAULT_MIN_ACCURACY
+    from dfkd.training import TRAINING_DEFAULTS
+
+    defs = load_schema()["$defs"]
+    assert TRAINING_DEFAULTS["epochs"] == defs["training"]["properties"]["epochs"]["default"]
+    assert TRAINING_DEFAULTS["optimizer"]["lr"] == defs["optimizer"]["properties"]["lr"]["default"]
+    assert AUGMENT_DEFAULTS["cutmix"] == {"p": 0.0, "alpha": 1.0} and AUGMENT_DEFAULTS["flip"] is False
+    assert "load" not in TRAINING_DEFAULTS and "arch" not in TRAINING_DEFAULTS
+    assert DEFAULT_MIN_ACCURACY == 0.5 and schema_default("study", "min_effect") == 1.0
