@@ -114,7 +114,7 @@ def cmd_train_teacher(args) -> None:
     threshold = next(v for v in (args.min_accuracy, in_block, DEFAULT_MIN_ACCURACY) if v is not None)
     # A checkpoint made with other settings belongs to an outdated job: start afresh.
     train_teacher(Path(args.train), Path(args.test), params, Path(args.out_dir),
-                  fresh_on_mismatch=True, min_accuracy=threshold)
+                  fresh_on_mismatch=True, min_accuracy=threshold, device=args.device)
 
 
 def cmd_import_teacher(args) -> None:
@@ -122,13 +122,13 @@ def cmd_import_teacher(args) -> None:
 
     threshold = args.min_accuracy if args.min_accuracy is not None else DEFAULT_MIN_ACCURACY
     import_teacher(Path(args.file), _json_arg(args.params), Path(args.out_dir),
-                   Path(args.test) if args.test else None, min_accuracy=threshold)
+                   Path(args.test) if args.test else None, min_accuracy=threshold, device=args.device)
 
 
 def cmd_features(args) -> None:
     from dfkd.features import extract_features
 
-    extract_features(Path(args.model), Path(args.data), Path(args.out), args.batch_size)
+    extract_features(Path(args.model), Path(args.data), Path(args.out), args.batch_size, device=args.device)
 
 
 def cmd_fill(args) -> None:
@@ -187,18 +187,18 @@ def cmd_distill(args) -> None:
         Path(args.teacher), Path(args.manifest), files_by_source(args.data),
         files_by_source(args.features) if args.features else None,
         Path(args.test) if args.test else None, _json_arg(args.params), Path(args.out_dir), fresh_on_mismatch=True,
+        device=args.device,
     )
 
 
 def cmd_hausdorff(args) -> None:
+    from dfkd.device import pick_device
     from dfkd.hausdorff import hausdorff_files
-
-    from dfkd.training import pick_device
 
     result = hausdorff_files(
         Path(args.a), Path(args.b), Path(args.out),
         Path(args.rows_a) if args.rows_a else None, Path(args.rows_b) if args.rows_b else None,
-        device=str(pick_device()),
+        device=str(pick_device(args.device)),
     )
     print(f"H = {result['hausdorff']:.6g} (A->B {result['directed_ab']:.6g}, B->A {result['directed_ba']:.6g})")
 
@@ -206,7 +206,8 @@ def cmd_hausdorff(args) -> None:
 def cmd_distance(args) -> None:
     from dfkd.distance import transfer_set_distance
 
-    transfer_set_distance(Path(args.manifest), files_by_source(args.features), Path(args.train_features), Path(args.out))
+    transfer_set_distance(Path(args.manifest), files_by_source(args.features), Path(args.train_features), Path(args.out),
+                          device=args.device)
 
 
 def cmd_score(args) -> None:
@@ -343,26 +344,18 @@ DEVICE_OPTION = _option_parser("--device", default="auto", help=DEVICE_HELP)
 
 
 def _recorded(func):
-    """Run a subcommand with its command line recorded in every provenance it writes, and on
-    the device that --device names (checked first: an unavailable device is a one-line error)."""
+    """Run a subcommand with its command line recorded in every provenance it writes; the device
+    that --device names is checked first (an unavailable one is a one-line error), then passed
+    to the stage by the subcommand."""
 
     def run(args):
-        import contextlib
-        import os
-
         from dfkd.provenance import recording_command
 
-        with contextlib.ExitStack() as stack:
-            device = getattr(args, "device", None)
-            if device is not None:
-                from dfkd.training import DEVICE_ENV, pick_device
+        if getattr(args, "device", None) is not None:
+            from dfkd.device import pick_device
 
-                pick_device(device)
-                previous = os.environ.get(DEVICE_ENV)
-                os.environ[DEVICE_ENV] = device
-                stack.callback(lambda: os.environ.pop(DEVICE_ENV) if previous is None
-                               else os.environ.__setitem__(DEVICE_ENV, previous))
-            stack.enter_context(recording_command(getattr(args, "argv", None) or sys.argv[1:]))
+            pick_device(args.device)
+        with recording_command(getattr(args, "argv", None) or sys.argv[1:]):
             return func(args)
 
     return run

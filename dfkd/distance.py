@@ -16,7 +16,8 @@ from dfkd.hausdorff import gather_features, hausdorff
 from dfkd.provenance import make_provenance
 
 
-def transfer_set_distance(manifest_path: Path, feature_files: Mapping[str, Path], train_features: Path, out: Path) -> dict:
+def transfer_set_distance(manifest_path: Path, feature_files: Mapping[str, Path], train_features: Path, out: Path,
+                          device: str = "auto") -> dict:
     manifest = read_parquet(manifest_path, ["source", "index"])
     if manifest.empty:
         raise DfkdError(f"{manifest_path} holds no rows; an empty transfer set has no distance.")
@@ -27,9 +28,9 @@ def transfer_set_distance(manifest_path: Path, feature_files: Mapping[str, Path]
             f"transfer-set features are {transfer.shape[1]}-dimensional but {train_features} holds "
             f"{train.shape[1]}; all features must come from the same teacher."
         )
-    from dfkd.training import pick_device
+    from dfkd.device import pick_device
 
-    result = hausdorff(transfer, train, device=str(pick_device()), desc=f"distance {Path(out).stem}")
+    result = hausdorff(transfer, train, device=str(pick_device(device)), desc=f"distance {Path(out).stem}")
     # Name the set's side of each winning pair by (source, row) rather than manifest position.
     row_ab, row_ba = result["pair_ab"][0], result["pair_ba"][1]
     result["pair_ab_source_row"] = [str(manifest["source"].iat[row_ab]), int(manifest["index"].iat[row_ab])]

@@ -30,12 +30,13 @@ from dfkd.augment import (
     VIEW_BITS, VIEW_MIXED, augment_active, augment_batch, augment_batch_with_views, mixing_active,
     unmixed_view_codes, view_codes,
 )
+from dfkd.device import describe_device, pick_device
 from dfkd.errors import DfkdError
 from dfkd.models import count_parameters, load_model, model_record
 from dfkd.provenance import make_provenance
 from dfkd.rows import gather_manifest
 from dfkd.training import (
-    TensorLoader, describe_device, evaluate, fit, init_model, load_split, model_input, pick_device,
+    TensorLoader, evaluate, fit, init_model, load_split, model_input,
     predict_logits, predict_view_logits, target_spec, to_unit, training_config, write_log_csv,
 )
 
@@ -130,6 +131,7 @@ def distill_student(
     *,
     on_step: Callable[[int, int], None] | None = None,
     fresh_on_mismatch: bool = False,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Distil the target's student on one transfer set; write model.pt, metrics.json, log.csv; return the metrics.
 
@@ -141,7 +143,7 @@ def distill_student(
     """
     # 1. config, teacher, the transfer set's sources
     out_dir = Path(out_dir)
-    cfg, spec, device = training_config(target["student"], "student"), target_spec(target), pick_device()
+    cfg, spec, device = training_config(target["student"], "student"), target_spec(target), pick_device(device)
     teacher, record = load_model(teacher_path)
     _check_teacher(record, spec, Path(teacher_path))
     frame = read_parquet(manifest, ["source", "index", "label"])

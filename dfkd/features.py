@@ -30,11 +30,12 @@ def check_images(dataset, expected: tuple[int, int, int], path: Path) -> None:
 
 
 @torch.no_grad()
-def extract_features(model_path: Path, data_path: Path, out: Path, batch_size: int = 2048) -> None:
+def extract_features(model_path: Path, data_path: Path, out: Path, batch_size: int = 2048, device: str = "auto") -> None:
     from dfkd.models import load_model
-    from dfkd.training import normalize, pick_device
+    from dfkd.device import pick_device
+    from dfkd.training import normalize
 
-    device = pick_device()
+    device = pick_device(device)
     model, record = load_model(model_path)
     model = model.to(device).eval()
     spec = (record["in_channels"], record["image_size"], record["image_size"])

@@ -361,20 +361,20 @@ def partial_path(out: Path) -> Path:
 
 
 def fill_source(teacher: Path, params: Mapping, out: Path, report: Path, checkpoint_seconds: float = 30.0,
-                on_batch: Callable[[FillState], None] | None = None) -> dict:
+                on_batch: Callable[[FillState], None] | None = None, device: str = "auto") -> dict:
     """Run the fill stage; return the report. `on_batch(state)` runs after each batch (tests)."""
     from dfkd.artifacts import write_h5, write_json
     from dfkd.models import load_model
     from dfkd.prepare import raw_inputs
     from dfkd.provenance import file_sha256, make_provenance
-    from dfkd.training import pick_device
+    from dfkd.device import pick_device
 
     # 1. Config, teacher, generator, bandit.
     params = check_fill_params(params)
     out, report, teacher = Path(out), Path(report), Path(teacher)
     name, block, per_class = params["source"], params["fill"], params["per_class"]
     spec = TargetSpec(channels=params["channels"], image_size=params["image_size"])
-    device = pick_device()
+    device = pick_device(device)
     model, record = load_model(teacher)
     model = model.to(device).eval()
     have = (record["in_channels"], record["image_size"], record["num_classes"])

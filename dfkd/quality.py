@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from dfkd.artifacts import h5_dataset, open_h5, read_h5_array, read_parquet, write_json
+from dfkd.device import pick_device
 from dfkd.errors import DfkdError
 from dfkd.provenance import make_provenance
 from dfkd.neighbours import kth_neighbour_distances, nearest_distances
@@ -338,7 +339,7 @@ def training_distances(
 
 
 # ---------------------------------------------------------------------------- coverage radii, once per target
-def coverage_radii_file(train_features: Path, out: Path, k: int = COVERAGE_K) -> np.ndarray:
+def coverage_radii_file(train_features: Path, out: Path, k: int = COVERAGE_K, device: str = "auto") -> np.ndarray:
     """Write `radii` (N_train,) float64, each training row's distance to its k-th nearest other
     training row (`kth_neighbour_distances`), to the HDF5 file `out`; return them.
 
@@ -346,10 +347,8 @@ def coverage_radii_file(train_features: Path, out: Path, k: int = COVERAGE_K) ->
     alone: one job per target computes them (an O(N^2 D) search) instead of one per set.
     """
     from dfkd.artifacts import write_h5
-    from dfkd.training import pick_device
-
     train = read_h5_array(train_features, "features", ndim=2)  # (N_train, D)
-    radii = kth_neighbour_distances(train, k, device=str(pick_device()))
+    radii = kth_neighbour_distances(train, k, device=str(pick_device(device)))
     write_h5(out, {"radii": radii}, make_provenance("coverage_radii", {"coverage_k": k},
                                                     inputs={"train_features": Path(train_features)}),
              attrs={"coverage_k": k})
@@ -395,6 +394,7 @@ def quality_of_set(
     per_class: int,
     train_features: Path | None = None,
     train_radii: Path | None = None,
+    device: str = "auto",
 ) -> dict:
     """The quality payload of one transfer set (`quality/{set}.json` without provenance).
 
@@ -424,12 +424,10 @@ def quality_of_set(
     if train_features is not None:
         if view.features is None:
             raise DfkdError("distances to the training set need the set's features files; pass --features.")
-        from dfkd.training import pick_device
-
         train = read_h5_array(train_features, "features", ndim=2)  # (N_train, D)
         radius = None if train_radii is None else read_coverage_radii(train_radii, train_features, COVERAGE_K)
         payload["distances"], payload["distance_details"] = training_distances(
-            view.features, train, device=str(pick_device()), radius=radius
+            view.features, train, device=str(pick_device(device)), radius=radius
         )
     payload["directions"] = _present_directions(scores, payload.get("distances", {}))
     return payload
@@ -444,12 +442,13 @@ def quality_files(
     out: Path,
     train_features: Path | None = None,
     train_radii: Path | None = None,
+    device: str = "auto",
 ) -> dict:
     """`quality_of_set`, written to `out` (JSON with provenance); returns the payload."""
     if train_radii is not None and train_features is None:
         raise DfkdError("--train-radii needs --train-features (the radii are those features' own).")
     payload = quality_of_set(manifest, labels_files, features_files, num_classes, per_class, train_features,
-                             train_radii)
+                             train_radii, device)
     inputs = {"manifest": Path(manifest)}
     inputs.update({f"labels/{name}": path for name, path in _named(labels_files).items()})
     if features_files is not None:

@@ -16,11 +16,12 @@ from typing import Any, Callable, Mapping
 from torch.nn import functional as F
 
 from dfkd.artifacts import save_torch, write_json
+from dfkd.device import describe_device, pick_device
 from dfkd.models import count_parameters, model_record
 from dfkd.provenance import make_provenance, provenance_json
 from dfkd.schema import load_schema
 from dfkd.training import (
-    TensorLoader, describe_device, evaluate, fit, init_model, load_split, pick_device, prepare_batch,
+    TensorLoader, evaluate, fit, init_model, load_split, prepare_batch,
     target_spec, training_config, write_log_csv,
 )
 
@@ -55,6 +56,7 @@ def train_teacher(
     on_step: Callable[[int, int], None] | None = None,
     fresh_on_mismatch: bool = False,
     min_accuracy: float = DEFAULT_MIN_ACCURACY,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Train the target's teacher; write model.pt, metrics.json, log.csv in `out_dir`; return the metrics.
 
@@ -65,7 +67,7 @@ def train_teacher(
     """
     # 1. config, provenance, data on the device
     out_dir = Path(out_dir)
-    cfg, spec, device = training_config(target["teacher"], "teacher"), target_spec(target), pick_device()
+    cfg, spec, device = training_config(target["teacher"], "teacher"), target_spec(target), pick_device(device)
     provenance = make_provenance("teacher", {"target": spec, "teacher": cfg},
                                  {"train": train_h5, "test": test_h5}, cfg["seed"])
     identity = {"stage": "teacher", "arch": cfg["arch"], "config": provenance["config"],
@@ -120,6 +122,7 @@ def import_teacher(
     out_dir: Path,
     test_h5: Path | None = None,
     min_accuracy: float = DEFAULT_MIN_ACCURACY,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """A pretrained teacher (params `load`, see dfkd.models.external) -> out_dir/model.pt, metrics.json.
 
@@ -161,7 +164,7 @@ def import_teacher(
         "teacher_sha256": provenance["inputs"]["teacher_file"]["sha256"],
     }
     if test_h5 is not None:
-        device = pick_device()
+        device = pick_device(device)
         test_x, test_y = load_split(test_h5, spec, device)
         result = evaluate(model.to(device), test_x, test_y, mean, std, K, False)
         metrics.update(test_accuracy=result["accuracy"], per_class_accuracy=result["per_class"])

@@ -94,11 +94,7 @@ def load_split(path: str | Path, spec: Mapping[str, Any], device: torch.device,
     return torch.from_numpy(images).to(device), y
 
 
-def describe_device(device: torch.device) -> str:
-    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
-
-
-# ---------------------------------------------------------------------------- randomness, device
+# ---------------------------------------------------------------------------- randomness
 def derive_seed(*parts: Any) -> int:
     """A 63-bit seed from any tuple of plain values, e.g. (seed, "step", epoch, step)."""
     digest = hashlib.sha256(repr(parts).encode()).digest()
@@ -109,35 +105,6 @@ def make_generator(device: torch.device | str, *parts: Any) -> torch.Generator:
     generator = torch.Generator(device=device)
     generator.manual_seed(derive_seed(*parts))
     return generator
-
-
-DEVICE_ENV = "DFKD_DEVICE"  # set by the CLI's --device while a stage runs (and usable by hand)
-DEVICE_CHOICES = "cpu, cuda, cuda:N or auto"
-
-
-def pick_device(requested: str | None = None) -> torch.device:
-    """The training device: `requested`, else $DFKD_DEVICE, else auto (CUDA when present).
-
-    An unavailable device is a DfkdError, never a silent fall-back to another device.
-    """
-    import os
-    import re
-
-    choice = (requested or os.environ.get(DEVICE_ENV) or "auto").strip().lower()
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cpu":
-        return torch.device("cpu")
-    match = re.fullmatch(r"cuda(?::(\d+))?", choice)
-    if match is None:
-        raise DfkdError(f"device '{choice}' is not one of {DEVICE_CHOICES}.")
-    if not torch.cuda.is_available():
-        raise DfkdError(f"device '{choice}': CUDA is not available here (torch {torch.__version__}); "
-                        "use --device cpu or auto.")
-    count = torch.cuda.device_count()
-    if match.group(1) is not None and int(match.group(1)) >= count:
-        raise DfkdError(f"device '{choice}': only {count} CUDA device(s) visible (cuda:0..cuda:{count - 1}).")
-    return torch.device(choice)
 
 
 def autocast(device: torch.device, amp: bool):

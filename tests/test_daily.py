@@ -30,7 +30,8 @@ from dfkd.models import build_model, model_record
 from dfkd.progress import Progress, progress
 from dfkd.provenance import COMMAND_KEY, make_provenance, recording_command
 from dfkd.show import show, show_command
-from dfkd.training import DEVICE_ENV, LOG_COLUMNS, pick_device, write_log_csv
+from dfkd.device import pick_device
+from dfkd.training import LOG_COLUMNS, write_log_csv
 
 REPO = Path(__file__).resolve().parents[1]
 T = Path("results/t")
@@ -209,11 +210,10 @@ def test_stage_logs_are_not_empty(tmp_path, capsys, monkeypatch):
 
 # ---------------------------------------------------------------------------- device
 def test_device_choices_and_one_line_errors(monkeypatch):
-    monkeypatch.delenv(DEVICE_ENV, raising=False)
     assert pick_device("cpu") == torch.device("cpu")
-    assert pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
-    monkeypatch.setenv(DEVICE_ENV, "cpu")
-    assert pick_device() == torch.device("cpu")
+    assert pick_device().type == pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("DFKD_DEVICE", "gpu")  # no hidden channel: the device is passed, never read from the environment
+    assert pick_device() == pick_device("auto")
     with pytest.raises(DfkdError, match=r"device 'gpu' is not one of cpu, cuda, cuda:N or auto"):
         pick_device("gpu")
     with pytest.raises(DfkdError, match=r"device 'cuda:99'") as error:
@@ -221,15 +221,14 @@ def test_device_choices_and_one_line_errors(monkeypatch):
     assert "\n" not in str(error.value)
 
 
-def test_device_flag_is_checked_first_restored_after_and_not_in_the_params(chain, capsys, monkeypatch):
-    monkeypatch.delenv(DEVICE_ENV, raising=False)
+def test_device_flag_is_checked_first_and_not_in_the_params(chain, capsys, monkeypatch):
     monkeypatch.chdir(chain)
     out = T / "features/again.h5"
     code = cli.main(["features", "--model", str(T / "teacher/model.pt"), "--data", str(T / "data/noise.h5"),
                      "--out", str(out), "--device", "cuda:99"])
     err = capsys.readouterr().err
     assert code == 2 and "device 'cuda:99'" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert not out.exists() and DEVICE_ENV not in os.environ
+    assert not out.exists()
     assert read_provenance(T / "features/noise.h5")["config"] == {"batch_size": 16}  # the device is no setting
     for name in ("train-teacher", "features", "distill", "hausdorff", "distance"):
         assert "--device" in _subparsers(cli.build_parser())[name].format_help(), name

@@ -120,10 +120,8 @@ def distill_args(world: dict, params: dict, out_dir: Path) -> list[str]:
 def distill_here(world: dict, params: dict, out_dir: Path, **kwargs) -> dict:
     """distill_student in this process, on the CPU (what the CLI runs)."""
     data = {name: world["files"][name] for name in ("real", "noise")}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("dfkd.distill.pick_device", lambda: torch.device("cpu"))
-        return distill_student(world["teacher"], world["manifest"], data, None, world["files"]["test"],
-                               params, out_dir, **kwargs)
+    return distill_student(world["teacher"], world["manifest"], data, None, world["files"]["test"],
+                           params, out_dir, device="cpu", **kwargs)
 
 
 @pytest.fixture(scope="module")

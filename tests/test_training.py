@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from dfkd.errors import DfkdError
+from dfkd.device import pick_device
 from dfkd.training import (
-    TensorLoader, derive_seed, fit, make_optimizer, make_scheduler, normalize, pick_device, training_config,
+    TensorLoader, derive_seed, fit, make_optimizer, make_scheduler, normalize, training_config,
 )
 
 

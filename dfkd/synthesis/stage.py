@@ -116,7 +116,7 @@ def shortfall(params: Mapping, labels: Sequence[Path], total_like: Path | None) 
 # ---------------------------------------------------------------------------- the stage
 def synthesize_source(teacher: Path, params: Mapping, out: Path, report: Path, labels: Sequence[Path] = (),
                       total_like: Path | None = None, checkpoint_seconds: float = 30.0,
-                      on_batch: Callable | None = None) -> dict:
+                      on_batch: Callable | None = None, device: str = "auto") -> dict:
     """Run the stage (see the module docstring); return the report."""
     import torch
 
@@ -124,13 +124,13 @@ def synthesize_source(teacher: Path, params: Mapping, out: Path, report: Path, l
     from dfkd.models import load_model
     from dfkd.provenance import file_sha256, make_provenance
     from dfkd.sources.synthesized import settings_of
-    from dfkd.training import pick_device
+    from dfkd.device import pick_device
 
     # 1. Config and teacher (gradients flow to the images only).
     params = check_params(params)
     out, report, teacher = Path(out), Path(report), Path(teacher)
     name, conditional = params["source"], "fill" in params
-    device = pick_device()
+    device = pick_device(device)
     model, record = load_model(teacher)
     model = model.to(device).eval()
     for weight in model.parameters():
