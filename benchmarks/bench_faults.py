@@ -5,11 +5,12 @@ features, labels, assemble, distill, distance, tables) in a scratch folder:
 
 1. **Kills.** One uninterrupted run is the reference. A second run is killed with SIGKILL of
    Snakemake's whole process group K times (default 8), each time at a seeded random moment
-   inside a job of the next stage in pipeline order: the harness waits until a `dfkd <stage>`
-   process of that stage runs in Snakemake's session, then sleeps a seeded delay drawn from
-   [0, 0.9 x that stage's longest job in the reference] and kills. The stages reported as hit
-   are those whose `dfkd` processes were alive at the instant of the kill (read from /proc just
-   before it), not the ones aimed at. After every kill plain `snakemake --rerun-incomplete`
+   inside a job of a stage no kill has hit yet: the harness polls Snakemake's session in /proc
+   for running `dfkd <stage>` processes, picks one of the not-yet-hit stages running (seeded),
+   and kills after a seeded delay drawn from [0, 0.8 x that stage's longest job in the
+   reference] (halved each time the job ends first). The stages reported as hit are those whose
+   `dfkd` processes were alive at the instant of the kill (read from /proc just before it), not
+   the ones aimed at. After every kill plain `snakemake --rerun-incomplete`
    runs again (the next kill interrupts it); after the last, it runs to the end. Then: every
    file is compared with the reference (artifacts by their recorded content digests, JSON
    payloads apart from wall-clock fields, tables and figures by bytes, log.csv without its
@@ -93,6 +94,7 @@ STAGE_OF = {
 }
 # the stages aimed at, in pipeline order (labels runs too, between features and assemble)
 SCHEDULE = ("prepare", "train_teacher", "fill", "features", "assemble", "distill", "distance", "tables")
+STAGES = (*SCHEDULE, "labels")
 BENCHMARK_STAGE = {"prepare": "prepare", "train_teacher.tsv": "train_teacher", "fill": "fill",
                    "features": "features", "labels": "labels", "assemble": "assemble", "distill": "distill",
                    "distance": "distance"}
@@ -198,31 +200,32 @@ def kill_campaign(workdir: Path, kills: int = 8, seed: int = 0, seconds: dict[st
     write_workdir(workdir)
     rng = random.Random(seed)
     seconds = seconds or {}
+    window = {stage: 0.8 * seconds.get(stage, 1.5) for stage in STAGES}
+    unhit = list(SCHEDULE)  # stages no kill has interrupted yet
     records = []
     for number in range(kills):
-        aim = SCHEDULE[number % len(SCHEDULE)]
         with open(workdir / f"snakemake.kill{number}.out", "w") as out:
             process = subprocess.Popen(snakemake_command("--rerun-incomplete"), cwd=workdir, env=child_env(),
                                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-            record: dict[str, Any] = {"aim": aim, "hit": None, "delay_s": None, "escaped": 0}
-            seen, delay, deadline = None, 0.0, time.monotonic() + timeout
-            window = 0.8 * seconds.get(aim, 1.5)
+            record: dict[str, Any] = {"aim": None, "hit": None, "delay_s": None, "escaped": 0}
+            aim, seen, delay, deadline = None, 0.0, 0.0, time.monotonic() + timeout
             while process.poll() is None and time.monotonic() < deadline:
                 running = stages_running(process.pid)
-                if seen is None and aim in running:
-                    seen = time.monotonic()
-                    delay = rng.uniform(0.0, window)
-                    record["delay_s"] = round(delay, 3)
-                elif seen is not None and aim not in running:  # that job ended first: wait for the next one,
-                    seen, window = None, window / 2        # and kill sooner in it
-                if seen is not None and time.monotonic() >= seen + delay:
+                if aim is not None and aim not in running:  # its job ended first: kill sooner in the next
+                    window[aim] /= 2
+                    aim = None
+                if aim is None:
+                    candidates = [stage for stage in unhit if stage in running] if unhit else running
+                    if candidates:
+                        aim, seen = rng.choice(sorted(candidates)), time.monotonic()
+                        delay = rng.uniform(0.0, window[aim])
+                        record.update(aim=aim, delay_s=round(delay, 3))
+                if aim is not None and time.monotonic() >= seen + delay:
                     record["hit"] = stages_running(process.pid)  # what the kill interrupts
-                    if record["hit"]:
-                        os.killpg(process.pid, signal.SIGKILL)
-                        break
-                    seen, window = None, window / 2
+                    os.killpg(process.pid, signal.SIGKILL)
+                    break
                 time.sleep(0.005)
-            if record["hit"] is None and process.poll() is None:  # the aim never came: kill where it stands
+            if record["hit"] is None and process.poll() is None:  # past the deadline: kill where it stands
                 record["hit"] = stages_running(process.pid)
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=60)
@@ -234,14 +237,15 @@ def kill_campaign(workdir: Path, kills: int = 8, seed: int = 0, seconds: dict[st
             _wait_gone(process.pid)
             record["escaped"] = len(escaped)
             record["exit"] = process.returncode
+        unhit = [stage for stage in unhit if stage not in (record["hit"] or [])]
         if record["hit"] is None:
             if process.returncode != 0:
                 raise RuntimeError(f"kill {number}: snakemake failed on its own (exit {process.returncode}), "
                                    f"see {workdir / f'snakemake.kill{number}.out'}:\n"
                                    + (workdir / f"snakemake.kill{number}.out").read_text()[-4000:])
-            say(f"kill {number + 1}/{kills}: aimed at {aim}, but the run finished first")
+            say(f"kill {number + 1}/{kills}: the run finished before a job of {', '.join(unhit) or 'any stage'} ran")
         else:
-            say(f"kill {number + 1}/{kills}: aimed at {aim}, {record['delay_s']} s after it started; "
+            say(f"kill {number + 1}/{kills}: aimed at {record['aim']}, {record['delay_s']} s after its job started; "
                 f"running then: {', '.join(record['hit']) or 'no dfkd job (Snakemake between jobs)'}")
         records.append(record)
     final = run_snakemake(workdir, "--rerun-incomplete", timeout=timeout)
@@ -250,7 +254,7 @@ def kill_campaign(workdir: Path, kills: int = 8, seed: int = 0, seconds: dict[st
     return {
         "kills": sum(record["hit"] is not None for record in records),
         "records": records,
-        "stages_hit": sorted(set(hits), key=lambda s: (SCHEDULE + ("labels",)).index(s) if s in SCHEDULE + ("labels",) else 99),
+        "stages_hit": sorted(set(hits), key=lambda stage: STAGES.index(stage) if stage in STAGES else len(STAGES)),
         "kills_per_stage": {stage: hits.count(stage) for stage in dict.fromkeys(hits)},
         "between_jobs": sum(record["hit"] == [] for record in records),
         "escaped": sum(record["escaped"] for record in records),
