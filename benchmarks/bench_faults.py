@@ -290,7 +290,7 @@ def _without_wall_clock(value: Any) -> Any:
 
 
 def _recorded_digest(path: Path) -> str | None:
-    from dfkd.audit import read_provenance
+    from dfkd.tools.audit import read_provenance
 
     record = read_provenance(path) or {}
     return record.get("content_sha256")
@@ -301,7 +301,7 @@ def _same(a: Path, b: Path) -> tuple[bool, str]:
     if a.name == "checkpoint.pt":
         import torch
 
-        from dfkd.artifacts import load_torch
+        from dfkd.io.artifacts import load_torch
 
         wa, wb = load_torch(a)["model"], load_torch(b)["model"]
         return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), "model tensors"
@@ -408,7 +408,7 @@ def _disk_full_inner(workdir: Path, size_bytes: int) -> int:
 # ---------------------------------------------------------------------------- damaged artifacts
 def _command_reading(results: Path, damaged: Path) -> tuple[str, Path]:
     """The recorded command of an artifact made from `damaged`, and that artifact."""
-    from dfkd.audit import read_provenance
+    from dfkd.tools.audit import read_provenance
 
     relative = str(damaged.relative_to(results.parent))
     for path in sorted(results.rglob("*")):

@@ -1,4 +1,4 @@
-"""Exact Hausdorff distance: dfkd.hausdorff vs scipy.spatial.distance.directed_hausdorff.
+"""Exact Hausdorff distance: dfkd.stages.hausdorff vs scipy.spatial.distance.directed_hausdorff.
 
 Feature-like sets (ReLU of a low-rank Gaussian plus noise, like a teacher's penultimate
 layer) at the study's sizes: A is the training set (60k rows), B a transfer set (10k rows).
@@ -26,7 +26,7 @@ import torch  # imported before timing: its import takes seconds
 from scipy.spatial.distance import directed_hausdorff
 from threadpoolctl import threadpool_limits
 
-from dfkd.hausdorff import hausdorff
+from dfkd.stages.hausdorff import hausdorff
 
 
 def feature_like(rng: np.random.Generator, n: int, mixing: np.ndarray, shift: float) -> np.ndarray:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dfkd.distill import kd_loss
+from dfkd.stages.distill import kd_loss
 from dfkd.models.lenet import lenet5_half
 
 B, T = 256, 20.0

@@ -51,9 +51,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from dfkd.artifacts import save_torch, write_h5, write_parquet
+from dfkd.io.artifacts import save_torch, write_h5, write_parquet
 from dfkd.augment import augment_batch, unmixed_view_codes, view_codes
-from dfkd.distill import distill_student, kd_loss, kd_step_loss
+from dfkd.stages.distill import distill_student, kd_loss, kd_step_loss
 from dfkd.models import build_model, model_record
 from dfkd.training import (
     TensorLoader, fit, init_model, make_optimizer, make_scheduler, model_input, normalize,

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from dfkd.artifacts import save_torch
+from dfkd.io.artifacts import save_torch
 from dfkd.models import build_model, model_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,7 +167,7 @@ def label_command(features: Path, out: Path) -> list[str]:
 
 def import_rss() -> float:
     """Max RSS in MiB of a process that only imports what `dfkd features` imports (the floor)."""
-    command = ["/usr/bin/time", "-v", sys.executable, "-c", "import torch, h5py, dfkd.cli, dfkd.features, dfkd.models"]
+    command = ["/usr/bin/time", "-v", sys.executable, "-c", "import torch, h5py, dfkd.cli, dfkd.stages.features, dfkd.models"]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1)) / 1024
 

@@ -8,13 +8,13 @@ image of the batch). Normalisation happens afterwards. Every random draw comes f
 `generator` (on the images' device), so a seeded batch repeats exactly.
 
 Mixing is for students only: a mixed image has no hard label, its target is the teacher's
-output on the mixed image itself (dfkd.distill labels every mixed batch online), never an
+output on the mixed image itself (dfkd.stages.distill labels every mixed batch online), never an
 interpolation of two labels.
 
 Flips and inversions are exact pixel maps with two outcomes each: with only those on, an
 image has at most four *views* (`view_codes`), and `augment_batch_with_views` says which
 view each augmented image is, so that a teacher's outputs can be computed once per view
-instead of once per batch (dfkd.distill). With mixing on as well, the code of a mixed image
+instead of once per batch (dfkd.stages.distill). With mixing on as well, the code of a mixed image
 carries the bit VIEW_MIXED: only those images need the teacher online; the others are still
 views of their rows.
 """

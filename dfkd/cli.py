@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from dfkd.artifacts import files_by_source
+from dfkd.io.artifacts import files_by_source
 from dfkd.errors import DfkdError
 
 
@@ -96,7 +96,7 @@ def cmd_validate(args) -> None:
 
 
 def cmd_prepare(args) -> None:
-    from dfkd.prepare import prepare_source
+    from dfkd.stages.prepare import prepare_source
     from dfkd.sources import TargetSpec
 
     params = _json_arg(args.params)
@@ -105,7 +105,7 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_train_teacher(args) -> None:
-    from dfkd.teacher import DEFAULT_MIN_ACCURACY, train_teacher
+    from dfkd.stages.teacher import DEFAULT_MIN_ACCURACY, train_teacher
 
     params = _json_arg(args.params)
     # the warning threshold is no training setting: --min-accuracy, else the block's, else the default
@@ -118,7 +118,7 @@ def cmd_train_teacher(args) -> None:
 
 
 def cmd_import_teacher(args) -> None:
-    from dfkd.teacher import DEFAULT_MIN_ACCURACY, import_teacher
+    from dfkd.stages.teacher import DEFAULT_MIN_ACCURACY, import_teacher
 
     threshold = args.min_accuracy if args.min_accuracy is not None else DEFAULT_MIN_ACCURACY
     import_teacher(Path(args.file), _json_arg(args.params), Path(args.out_dir),
@@ -126,20 +126,20 @@ def cmd_import_teacher(args) -> None:
 
 
 def cmd_features(args) -> None:
-    from dfkd.features import extract_features
+    from dfkd.stages.features import extract_features
 
     extract_features(Path(args.model), Path(args.data), Path(args.out), args.batch_size, device=args.device)
 
 
 def cmd_fill(args) -> None:
-    from dfkd.fill import fill_source
+    from dfkd.stages.fill import fill_source
 
     fill_source(Path(args.teacher), _json_arg(args.params), Path(args.out), Path(args.report),
                 checkpoint_seconds=args.checkpoint_seconds)
 
 
 def cmd_synthesize(args) -> None:
-    from dfkd.synthesis.stage import synthesize_source
+    from dfkd.stages.synthesize import synthesize_source
 
     synthesize_source(Path(args.teacher), _json_arg(args.params), Path(args.out), Path(args.report),
                       labels=[Path(p) for p in args.labels or []],
@@ -148,13 +148,13 @@ def cmd_synthesize(args) -> None:
 
 
 def cmd_label(args) -> None:
-    from dfkd.labels import label_source
+    from dfkd.stages.labels import label_source
 
     label_source(Path(args.features), Path(args.out))
 
 
 def cmd_assemble(args) -> None:
-    from dfkd.balance import assemble_files
+    from dfkd.stages.balance import assemble_files
 
     flags = {"--num-classes": args.num_classes, "--unbalanced": args.unbalanced or None, "--per-class": args.per_class,
              "--total": args.total, "--classes": args.classes, "--size": args.size, "--seed": args.seed,
@@ -173,7 +173,7 @@ def cmd_assemble(args) -> None:
                    "total": args.total, "classes": args.classes, "size": args.size, "seed": args.seed or 0,
                    "prefer": args.prefer or "random"}
     if options["total"] is None and args.total_like:
-        from dfkd.artifacts import read_parquet
+        from dfkd.io.artifacts import read_parquet
 
         options["total"] = len(read_parquet(args.total_like, ["index"]))
     assemble_files([Path(p) for p in args.labels], options.pop("num_classes"), Path(args.out),
@@ -181,7 +181,7 @@ def cmd_assemble(args) -> None:
 
 
 def cmd_distill(args) -> None:
-    from dfkd.distill import distill_student
+    from dfkd.stages.distill import distill_student
 
     distill_student(
         Path(args.teacher), Path(args.manifest), files_by_source(args.data),
@@ -193,7 +193,7 @@ def cmd_distill(args) -> None:
 
 def cmd_hausdorff(args) -> None:
     from dfkd.device import pick_device
-    from dfkd.hausdorff import hausdorff_files
+    from dfkd.stages.hausdorff import hausdorff_files
 
     result = hausdorff_files(
         Path(args.a), Path(args.b), Path(args.out),
@@ -204,14 +204,14 @@ def cmd_hausdorff(args) -> None:
 
 
 def cmd_distance(args) -> None:
-    from dfkd.distance import transfer_set_distance
+    from dfkd.stages.distance import transfer_set_distance
 
     transfer_set_distance(Path(args.manifest), files_by_source(args.features), Path(args.train_features), Path(args.out),
                           device=args.device)
 
 
 def cmd_score(args) -> None:
-    from dfkd.quality import format_scores, score_files
+    from dfkd.stages.quality import format_scores, score_files
 
     payload = score_files(
         [Path(p) for p in args.labels], args.num_classes, Path(args.out),
@@ -222,7 +222,7 @@ def cmd_score(args) -> None:
 
 
 def cmd_quality(args) -> None:
-    from dfkd.quality import quality_files
+    from dfkd.stages.quality import quality_files
 
     payload = quality_files(
         Path(args.manifest), [Path(p) for p in args.labels], [Path(p) for p in args.features],
@@ -234,14 +234,14 @@ def cmd_quality(args) -> None:
 
 
 def cmd_coverage_radii(args) -> None:
-    from dfkd.quality import coverage_radii_file
+    from dfkd.stages.quality import coverage_radii_file
 
     radii = coverage_radii_file(Path(args.train_features), Path(args.out))
     print(f"coverage radii of {len(radii)} training rows: median {float(sorted(radii)[len(radii) // 2]):.4g}")
 
 
 def cmd_quality_table(args) -> None:
-    from dfkd.study.quality_table import write_quality_table
+    from dfkd.analysis.study.quality_table import write_quality_table
 
     write_quality_table(Path(args.target_dir), _json_arg(args.params), Path(args.out_csv), Path(args.out_md),
                         Path(args.out_json), Path(args.out_tex), Path(args.figures_dir))
@@ -249,13 +249,13 @@ def cmd_quality_table(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from dfkd.report import build_summary
+    from dfkd.analysis.report import build_summary
 
     build_summary(Path(args.target_dir), _json_arg(args.params), Path(args.out_csv), Path(args.out_md))
 
 
 def cmd_table(args) -> None:
-    from dfkd.study.tables import write_table
+    from dfkd.analysis.study.tables import write_table
 
     table = write_table(Path(args.target_dir), _json_arg(args.params), Path(args.out_csv), Path(args.out_md), Path(args.out_json),
                         Path(args.out_tex) if args.out_tex else None)
@@ -263,19 +263,19 @@ def cmd_table(args) -> None:
 
 
 def cmd_plot_table(args) -> None:
-    from dfkd.study.figures import plot_table
+    from dfkd.analysis.study.figures import plot_table
 
     plot_table(Path(args.table_json), Path(args.out))
 
 
 def cmd_plot_counts(args) -> None:
-    from dfkd.report import plot_counts
+    from dfkd.analysis.report import plot_counts
 
     plot_counts(Path(args.counts), Path(args.out), args.title)
 
 
 def cmd_audit(args) -> int:
-    from dfkd.audit import run_audit
+    from dfkd.tools.audit import run_audit
 
     text, code = run_audit(args.root, as_json=args.json, lineage=args.lineage, include_untracked=args.all)
     print(text)
@@ -283,32 +283,32 @@ def cmd_audit(args) -> int:
 
 
 def cmd_show(args) -> None:
-    from dfkd.show import show, show_command
+    from dfkd.tools.show import show, show_command
 
     print(show_command(args.artifact) if args.print_command else show(args.artifact))
 
 
 def cmd_plot_curves(args) -> None:
-    from dfkd.curves import plot_curves
+    from dfkd.tools.curves import plot_curves
 
     plot_curves([Path(p) for p in args.log_csv], Path(args.out), labels=args.labels, title=args.title)
 
 
 def cmd_publish(args) -> None:
-    from dfkd.publish import publish
+    from dfkd.tools.publish import publish
 
     copied = publish(Path(args.target_dir), Path(args.docs_dir), args.note)
     print(f"copied {len(copied)} files to {args.docs_dir}; index: {Path(args.docs_dir) / 'README.md'}")
 
 
 def cmd_compare(args) -> None:
-    from dfkd.compare import compare_paths
+    from dfkd.tools.compare import compare_paths
 
     print(compare_paths(Path(args.a), Path(args.b), show_equal=args.all))
 
 
 def cmd_claim(args) -> None:
-    from dfkd.claims import decide_all, format_decisions, parse_claim
+    from dfkd.analysis.claims import decide_all, format_decisions, parse_claim
     from dfkd.schema import schema_default
 
     claims = [parse_claim(text) for text in args.claims]
@@ -349,7 +349,7 @@ def _recorded(func):
     to the stage by the subcommand."""
 
     def run(args):
-        from dfkd.provenance import recording_command
+        from dfkd.io.provenance import recording_command
 
         if getattr(args, "device", None) is not None:
             from dfkd.device import pick_device
@@ -641,8 +641,8 @@ INSPECTING_COMMANDS = frozenset({"audit", "show", "compare", "publish", "validat
 
 def _verify_inputs(args) -> None:
     """Before a stage reads anything: every input artifact must hold what dfkd wrote (its content
-    digest), so that a damaged file ends the stage with one line naming it (dfkd.artifacts.verify_content)."""
-    from dfkd.artifacts import ARTIFACT_SUFFIXES, verify_content
+    digest), so that a damaged file ends the stage with one line naming it (dfkd.io.artifacts.verify_content)."""
+    from dfkd.io.artifacts import ARTIFACT_SUFFIXES, verify_content
 
     if args.command in INSPECTING_COMMANDS:
         return

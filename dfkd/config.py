@@ -14,11 +14,11 @@ from typing import Any, Mapping
 
 from dfkd.config_checks import cross_field_errors, data_errors
 from dfkd.errors import DfkdError
-from dfkd.layout import DEFAULT_VARIANT
+from dfkd.io.layout import DEFAULT_VARIANT
 from dfkd.schema import load_schema, schema_errors
 from dfkd.slices import TARGET_SPLITS, merge_variant
 from dfkd.sources import source_arg_schema
-from dfkd.yaml_io import load_yaml, merge_config
+from dfkd.io.yaml_io import load_yaml, merge_config
 
 
 def validate_config(config: Mapping[str, Any], source_file: str = "config", *, check_data: bool = False) -> dict:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dfkd.errors import DfkdError
-from dfkd.slices import is_conditional, target_sets
+from dfkd.slices import target_sets
+from dfkd.sources.fill import is_conditional
 
 SPLITS = ("train", "test")
 UNLABELLED_KINDS = ("noise", "shapes", "strokes", "patches", "fill", "impressions", "inversion")  # generators: no ground truth

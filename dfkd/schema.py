@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import jsonschema
 
-from dfkd.yaml_io import load_yaml
+from dfkd.io.yaml_io import load_yaml
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 

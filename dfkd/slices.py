@@ -22,18 +22,17 @@ import json
 import re
 from typing import Any, Mapping, Sequence
 
-from dfkd import layout
+from dfkd.io import layout
 from dfkd.errors import DfkdError
-from dfkd.layout import DEFAULT_VARIANT
+from dfkd.io.layout import DEFAULT_VARIANT
 from dfkd.schema import definition_schema, schema_errors
 from dfkd.sources import validate_source_config
-from dfkd.sources.fill import PROPERTIES as FILL_PROPERTIES
-from dfkd.study import TABLES_WITH_STUDENTS
-from dfkd.study.published import study_dataset
+from dfkd.sources.fill import FILL_ONLY_KEYS, fill_default, is_conditional
+from dfkd.analysis.study import TABLES_WITH_STUDENTS
+from dfkd.analysis.study.published import study_dataset
 from dfkd.synthesis import SYNTHESIZERS
 
 TARGET_SPLITS = ("train", "test")
-FILL_ONLY_KEYS = ("batch", "vary", "bins", "explore")  # a blind fill's keys; a synthesiser's batch is its own
 
 
 # ---------------------------------------------------------------------------- models and sources
@@ -179,7 +178,7 @@ def as_json(value: Any) -> str:
 # ---------------------------------------------------------------------------- fill and synthesised sources
 def fill_sources(config: Mapping) -> list[str]:
     """Names of the config's sources of kind `fill` with a blind generator (a synthesiser's fill is
-    made per set and seed by `dfkd.synthesis.stage`)."""
+    made per set and seed by `dfkd.stages.synthesize`)."""
     return [name for name, block in config["sources"].items()
             if block.get("kind") == "fill" and not is_conditional(block)]
 
@@ -227,10 +226,6 @@ def conditional_sources(config: Mapping) -> list[str]:
     return [name for name, block in config["sources"].items() if is_conditional(block)]
 
 
-def is_conditional(block: Mapping) -> bool:
-    return block.get("kind") == "fill" and (block.get("generator") or {}).get("kind") in SYNTHESIZERS
-
-
 def pattern(names: Sequence[str]) -> str:
     """A wildcard regex matching exactly `names` (nothing when there are none)."""
     return "|".join(re.escape(name) for name in names) if names else "(?!x)x"
@@ -261,11 +256,6 @@ def conditional_slice(config: Mapping, target_name: str, set_name: str, seed: in
     recipe["sources"] = recipe["sources"][:position]  # later sources do not change what is short
     return {"source": source, "set": set_name, "replicate": int(seed), "fill": block, "recipe": recipe,
             **_spec_slice(config["targets"][target_name])}
-
-
-def fill_default(key: str):
-    """The schema default of a fill block's key (kind `fill`'s own schema)."""
-    return FILL_PROPERTIES[key]["default"]
 
 
 # ---------------------------------------------------------------------------- summary and quality

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from dfkd.artifacts import atomic_path, load_torch, read_h5_array, save_torch
+from dfkd.io.artifacts import atomic_path, load_torch, read_h5_array, save_torch
 from dfkd.augment import apply_view, augment_active, augment_batch, augment_config, mixing_active
 from dfkd.errors import DfkdError
 from dfkd.models import build_model

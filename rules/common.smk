@@ -7,19 +7,19 @@ import sys
 from snakemake.utils import validate
 
 import dfkd.config as dfkd_config
-import dfkd.layout as layout
+import dfkd.io.layout as layout
 import dfkd.slices as dfkd_slices
 from dfkd.errors import DfkdError
 from dfkd.schema import SCHEMA_PATH
-from dfkd.workflow_lock import clear_stale_lock
-from dfkd.study import (
+from dfkd.io.workflow_lock import clear_stale_lock
+from dfkd.analysis.study import (
     FIGURE_TABLES,
     QUALITY_METRICS,
     TABLE_NAMES,
     TABLES_WITH_DISTANCES,
     TABLES_WITH_STUDENTS,
 )
-from dfkd.yaml_io import load_yaml
+from dfkd.io.yaml_io import load_yaml
 
 try:
     # Snakemake read the config files with PyYAML, which keeps the last of two equal keys
@@ -32,14 +32,14 @@ except DfkdError as error:
     sys.exit(f"dfkd: {error}")
 
 # A Snakemake killed for real leaves its lock behind: removed here when its owner is provably gone
-# (dfkd/workflow_lock.py), so that `snakemake --rerun-incomplete` alone resumes after a crash.
+# (dfkd/io/workflow_lock.py), so that `snakemake --rerun-incomplete` alone resumes after a crash.
 _stale_lock = clear_stale_lock(".", will_lock="--nolock" not in sys.argv)
 if _stale_lock:
     print(_stale_lock, file=sys.stderr)
 
 R = config["results"].rstrip("/")
 NAME = "[A-Za-z0-9_-]+"
-# a source's name under data/, features/, labels/: itself, or a per-set file (dfkd.layout.set_source)
+# a source's name under data/, features/, labels/: itself, or a per-set file (dfkd.io.layout.set_source)
 SOURCE_STEM = rf"{NAME}|sets/{NAME}/seed\d+/{NAME}"
 
 
@@ -63,7 +63,7 @@ DEVICE = config.get("device", "auto")
 
 
 def replicate(target, file_of, name, seed):
-    """results/{target}/ + a dfkd.layout path of one replicate (a set's or a run's seed)."""
+    """results/{target}/ + a dfkd.io.layout path of one replicate (a set's or a run's seed)."""
     return f"{R}/{target}/{file_of(name, seed)}"
 
 
@@ -109,7 +109,7 @@ def split_file(kind, split, suffix):
 @functools.lru_cache(maxsize=None)
 def teacher_file_sha256(target):
     """The sha256 of a target's teacher file (teacher.load.path), hashed once per Snakemake run."""
-    from dfkd.provenance import file_sha256
+    from dfkd.io.provenance import file_sha256
 
     return file_sha256(config["targets"][target]["teacher"]["load"]["path"])
 

@@ -71,7 +71,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
     """Two model files hold the same tensors, bit for bit and of the same dtype."""
     import torch
 
-    from dfkd.artifacts import load_torch
+    from dfkd.io.artifacts import load_torch
 
     wa, wb = load_torch(a)["state_dict"], load_torch(b)["state_dict"]
     assert wa.keys() == wb.keys()
@@ -94,7 +94,7 @@ def tiny_split(n: int, seed: int):
 def write_tiny_splits(root: Path, splits) -> dict[str, Path]:
     """`tiny_split` files as dfkd's prepare writes them: {name: root/name.h5} for each
     (name, rows, seed) of `splits`."""
-    from dfkd.artifacts import write_h5
+    from dfkd.io.artifacts import write_h5
 
     files = {}
     for name, n, seed in splits:

@@ -21,18 +21,18 @@ import torch
 
 from conftest import fresh_copy
 from dfkd import cli
-from dfkd.artifacts import (
+from dfkd.io.artifacts import (
     CONTENT_KEY, H5Writer, content_digest, load_torch, save_torch, write_h5, write_json, write_parquet,
 )
-from dfkd.audit import Auditor, read_provenance, run_audit
-from dfkd.balance import assemble_files
-from dfkd.distance import transfer_set_distance
+from dfkd.tools.audit import Auditor, read_provenance, run_audit
+from dfkd.stages.balance import assemble_files
+from dfkd.stages.distance import transfer_set_distance
 from dfkd.errors import DfkdError
-from dfkd.features import extract_features
-from dfkd.labels import label_source
+from dfkd.stages.features import extract_features
+from dfkd.stages.labels import label_source
 from dfkd.models import build_model, model_record
-from dfkd.provenance import make_provenance
-from dfkd.show import show
+from dfkd.io.provenance import make_provenance
+from dfkd.tools.show import show
 
 T = Path("results/t")
 DOWNSTREAM_OF_NOISE = ["data/noise.h5", "features/noise.h5", "labels/noise.parquet", "transfer/mix.parquet",
@@ -323,7 +323,7 @@ def test_artifacts_are_readable_with_plain_libraries(chain):
 
 
 def test_a_file_hash_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
-    from dfkd import provenance
+    from dfkd.io import provenance
 
     path = tmp_path / "x.bin"
     path.write_bytes(b"a" * 100)

@@ -1,4 +1,4 @@
-"""Algorithm 1 (dfkd.balance): hand examples, determinism and a property test of its invariants."""
+"""Algorithm 1 (dfkd.stages.balance): hand examples, determinism and a property test of its invariants."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dfkd.artifacts import read_parquet, read_parquet_provenance, write_parquet
-from dfkd.balance import assemble, assemble_files
+from dfkd.io.artifacts import read_parquet, read_parquet_provenance, write_parquet
+from dfkd.stages.balance import assemble, assemble_files
 from dfkd.errors import DfkdError
 
 
@@ -366,7 +366,7 @@ def test_prefer_margin_keeps_the_extreme_rows(recipe, prefer, seed):
 
 
 def test_cli_assemble_prefer_writes_the_margin_selection(tmp_path):
-    from dfkd.balance import PREFER
+    from dfkd.stages.balance import PREFER
     from dfkd.cli import build_parser, main
 
     frame = with_margin(source([0, 0, 0, 1, 1, 1]), [0.3, 0.1, 0.2, 0.9, 0.4, 0.8])
@@ -380,7 +380,7 @@ def test_cli_assemble_prefer_writes_the_margin_selection(tmp_path):
           "--out", str(out)])
     assert read_parquet_provenance(out)["config"]["prefer"] == "random"  # the default
     base = ["assemble", "--labels", "a", "--num-classes", "2", "--out", "o"]
-    for prefer in PREFER:  # the CLI offers every choice of dfkd.balance
+    for prefer in PREFER:  # the CLI offers every choice of dfkd.stages.balance
         assert build_parser().parse_args(base + ["--prefer", prefer]).prefer == prefer
     with pytest.raises(SystemExit):
         build_parser().parse_args(base + ["--prefer", "entropy_low"])

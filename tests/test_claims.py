@@ -7,12 +7,12 @@ import math
 import pytest
 from scipy import stats
 
-from dfkd import layout
-from dfkd.artifacts import write_json
-from dfkd.claims import decide, seeds_of
+from dfkd.io import layout
+from dfkd.io.artifacts import write_json
+from dfkd.analysis.claims import decide, seeds_of
 from dfkd.cli import main
 from dfkd.errors import DfkdError
-from dfkd.replicates import ReplicateReader
+from dfkd.analysis.replicates import ReplicateReader
 
 
 def write_runs(target_dir, runs):

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dfkd.artifacts import write_json
+from dfkd.io.artifacts import write_json
 from dfkd.cli import main
-from dfkd.collapse import SHARE, collapse, collapse_line, effective_from_counts
-from dfkd.quality import effective_classes, score_sources
-from dfkd.report import build_summary
+from dfkd.stages.collapse import SHARE, collapse, collapse_line, effective_from_counts
+from dfkd.stages.quality import effective_classes, score_sources
+from dfkd.analysis.report import build_summary
 from test_quality import one_hot_logits, write_source
 
 # dfkd's FMNIST LeNet-5 teacher's labels of the default base sources (docs/results/fmnist/class_frequencies.md)

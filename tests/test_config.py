@@ -4,7 +4,8 @@ import copy
 import pytest
 
 from dfkd import config as dc
-from dfkd import layout, slices
+from dfkd.io import layout
+from dfkd import slices
 from dfkd.errors import DfkdError
 
 from conftest import REPO, tiny_config
@@ -215,7 +216,7 @@ def test_code_defaults_are_the_schemas():
     """Defaults live only in the schema: the code that fills a block given by hand reads them there."""
     from dfkd.augment import AUGMENT_DEFAULTS
     from dfkd.schema import load_schema, schema_default
-    from dfkd.teacher import DEFAULT_MIN_ACCURACY
+    from dfkd.stages.teacher import DEFAULT_MIN_ACCURACY
     from dfkd.training import TRAINING_DEFAULTS
 
     defs = load_schema()["$defs"]

@@ -19,17 +19,17 @@ import torch
 
 from conftest import fresh_copy
 from dfkd import cli
-from dfkd.artifacts import content_digest, read_json, save_torch, write_json
-from dfkd.audit import read_provenance, results_root_of, run_audit
-from dfkd.compare import compare_paths
+from dfkd.io.artifacts import content_digest, read_json, save_torch, write_json
+from dfkd.tools.audit import read_provenance, results_root_of, run_audit
+from dfkd.tools.compare import compare_paths
 from dfkd.config import load_config
-from dfkd.curves import plot_curves
+from dfkd.tools.curves import plot_curves
 from dfkd.errors import DfkdError
-from dfkd.export import escape_latex, latex_table
+from dfkd.analysis.export import escape_latex, latex_table
 from dfkd.models import build_model, model_record
-from dfkd.progress import Progress, progress
-from dfkd.provenance import COMMAND_KEY, make_provenance, recording_command
-from dfkd.show import show, show_command
+from dfkd.io.progress import Progress, progress
+from dfkd.io.provenance import COMMAND_KEY, make_provenance, recording_command
+from dfkd.tools.show import show, show_command
 from dfkd.device import pick_device
 from dfkd.training import LOG_COLUMNS, write_log_csv
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from conftest import assert_same_weights, write_tiny_splits
-from dfkd.artifacts import load_torch, read_json, write_h5, write_parquet
-from dfkd.distill import distill_student, kd_loss, kd_step_loss
-from dfkd.rows import read_rows
+from dfkd.io.artifacts import load_torch, read_json, write_h5, write_parquet
+from dfkd.stages.distill import distill_student, kd_loss, kd_step_loss
+from dfkd.io.rows import read_rows
 from dfkd.errors import DfkdError
 from dfkd.models import load_model
-from dfkd.teacher import train_teacher
+from dfkd.stages.teacher import train_teacher
 from dfkd.augment import view_codes
 from dfkd.training import TensorLoader, make_generator, normalize, predict_view_logits
 
@@ -47,7 +47,7 @@ def test_kd_loss_is_zero_for_equal_logits_and_has_gradient():
 
 # ---------------------------------------------------------------------------- read_rows
 def test_read_rows_keeps_order_and_repeats(tmp_path, monkeypatch):
-    monkeypatch.setattr("dfkd.rows.BLOCK", 4)  # several blocks
+    monkeypatch.setattr("dfkd.io.rows.BLOCK", 4)  # several blocks
     array = np.arange(30 * 2, dtype=np.float32).reshape(30, 2)
     write_h5(tmp_path / "a.h5", {"logits": array}, None)
     index = np.array([29, 0, 5, 5, 17, 3])
@@ -134,7 +134,7 @@ def test_per_view_logits_equal_the_online_teacher(world, tmp_path, monkeypatch, 
     student gets what the online teacher would have given it (same images, same draws)."""
     per_view = run(world, tmp_path / "per_view", student(augment=augment))
     assert per_view["teacher_logits"] == "per_view"
-    monkeypatch.setattr("dfkd.distill.view_codes", lambda cfg: None)  # force the online teacher
+    monkeypatch.setattr("dfkd.stages.distill.view_codes", lambda cfg: None)  # force the online teacher
     online = run(world, tmp_path / "online", student(augment=augment))
     assert online["teacher_logits"] == "online"
     assert_close_weights(tmp_path / "per_view", tmp_path / "online")
@@ -198,6 +198,6 @@ def test_mismatched_teacher_and_missing_source_are_refused(world, tmp_path):
 
 
 def test_nan_loss_is_reported(world, tmp_path, monkeypatch):
-    monkeypatch.setattr("dfkd.distill.kd_loss", lambda s, t, T: s.sum() * float("nan"))
+    monkeypatch.setattr("dfkd.stages.distill.kd_loss", lambda s, t, T: s.sum() * float("nan"))
     with pytest.raises(DfkdError, match=r"epoch 1, step 1 of 5.*student.optimizer.lr.*student.temperature"):
         run(world, tmp_path, student())

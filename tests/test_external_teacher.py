@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from conftest import REPO, requires_fmnist, snakemake, tiny_config, write_workdir
-from dfkd.artifacts import read_json, save_torch
+from dfkd.io.artifacts import read_json, save_torch
 from dfkd.errors import DfkdError
 from dfkd.models import build_model, load_model, model_record
-from dfkd.teacher import import_teacher
+from dfkd.stages.teacher import import_teacher
 
 SPEC = {"channels": 1, "image_size": 32, "num_classes": 10, "mean": [0.286], "std": [0.353]}
 
@@ -280,8 +280,8 @@ def _labels(workdir: Path, target: str, source: str) -> pd.DataFrame:
 @pytest.mark.slow
 @requires_fmnist
 def test_the_workflow_distils_each_form_without_training_data(tmp_path):
-    from dfkd.features import extract_features
-    from dfkd.labels import label_source
+    from dfkd.stages.features import extract_features
+    from dfkd.stages.labels import label_source
 
     forms = teacher_forms(tmp_path)
     forms["torchvision"] = torchvision_teacher(tmp_path)
@@ -306,7 +306,7 @@ def test_the_workflow_distils_each_form_without_training_data(tmp_path):
             assert metrics["heldout_rows"] == 20 and metrics["transfer_rows"] == 180
             assert "teacher_agreement" in summary and "hausdorff" not in summary
         provenance = json.loads(load_model(results / target / "teacher" / "model.pt")[1]["provenance"])
-        from dfkd.provenance import file_sha256
+        from dfkd.io.provenance import file_sha256
 
         assert provenance["inputs"]["teacher_file"]["sha256"] == file_sha256(forms[
             {"own_sd": "state_dict", "own_ts": "torchscript", "own_pt2": "export", "own_tv": "torchvision"}[target]])

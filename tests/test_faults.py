@@ -27,11 +27,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dfkd import artifacts, cli
-from dfkd.artifacts import read_json, sweep_dead_temporaries, write_h5, write_json, write_parquet
-from dfkd.audit import run_audit
+from dfkd.io import artifacts
+from dfkd import cli
+from dfkd.io.artifacts import read_json, sweep_dead_temporaries, write_h5, write_json, write_parquet
+from dfkd.tools.audit import run_audit
 from dfkd.errors import DfkdError
-from dfkd.workflow_lock import clear_stale_lock
+from dfkd.io.workflow_lock import clear_stale_lock
 
 from conftest import requires_fmnist
 
@@ -75,7 +76,7 @@ def test_a_full_disk_is_one_error_naming_the_artifact(tmp_path, monkeypatch):
 
 WRITERS = r"""
 import os, sys, numpy as np, pandas as pd, torch
-from dfkd.artifacts import H5Writer, save_torch, write_h5, write_json, write_parquet
+from dfkd.io.artifacts import H5Writer, save_torch, write_h5, write_json, write_parquet
 from dfkd.errors import DfkdError
 folder = sys.argv[1]
 
@@ -164,8 +165,8 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
 @pytest.fixture
 def small_chain(tmp_path):
     """A features file, its labels, a teacher model: written by dfkd, then damaged by the tests."""
-    from dfkd.artifacts import save_torch
-    from dfkd.labels import label_source
+    from dfkd.io.artifacts import save_torch
+    from dfkd.stages.labels import label_source
     from dfkd.models import build_model, model_record
 
     rng = np.random.default_rng(0)

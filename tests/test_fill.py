@@ -1,4 +1,4 @@
-"""The fill stage: draw from a generator until every teacher class is full (dfkd/fill.py)."""
+"""The fill stage: draw from a generator until every teacher class is full (dfkd/stages/fill.py)."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from dfkd.artifacts import read_h5_array, read_json, read_parquet
+from dfkd.io.artifacts import read_h5_array, read_json, read_parquet
 from dfkd.errors import DfkdError
-from dfkd.fill import check_fill_params, fill_source, partial_path
+from dfkd.stages.fill import check_fill_params, fill_source, partial_path
 from dfkd.slices import fill_slice
 
 LEVELS = (np.arange(10) + 0.5) / 10  # class c: images whose mean brightness is near LEVELS[c]
@@ -23,7 +23,7 @@ def brightness_teacher(path: Path, impossible: int | None = None) -> Path:
     """
     import torch
 
-    from dfkd.artifacts import save_torch
+    from dfkd.io.artifacts import save_torch
     from dfkd.models import build_model, model_record
     from dfkd.training import normalize
 
@@ -154,8 +154,8 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(teacher, tmp_path):
 
 
 def test_every_kept_row_is_labelled_as_the_teacher_labels_its_stored_image(teacher, tmp_path):
-    from dfkd.features import extract_features
-    from dfkd.labels import label_source
+    from dfkd.stages.features import extract_features
+    from dfkd.stages.labels import label_source
 
     report = run(teacher, tmp_path, slice_for())
     extract_features(teacher, tmp_path / "noise_fill.h5", tmp_path / "features.h5")
@@ -272,9 +272,9 @@ def test_a_killed_process_resumes_to_the_same_bytes(teacher, tmp_path):
 
 
 def counts_file(set_name: str) -> str:
-    """results/{target}/ path of seed 0's class counts of a set (dfkd.layout where it exists)."""
+    """results/{target}/ path of seed 0's class counts of a set (dfkd.io.layout where it exists)."""
     try:
-        from dfkd.layout import counts
+        from dfkd.io.layout import counts
     except ImportError:
         return f"transfer/{set_name}.counts.csv"
     return counts(set_name, 0)

@@ -1,4 +1,4 @@
-"""Exact Hausdorff distance (dfkd.hausdorff) against a brute-force float64 reference."""
+"""Exact Hausdorff distance (dfkd.stages.hausdorff) against a brute-force float64 reference."""
 from __future__ import annotations
 
 import json
@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
-import dfkd.hausdorff as hd
-import dfkd.neighbours as neighbours
-from dfkd.artifacts import write_h5, write_parquet
+import dfkd.stages.hausdorff as hd
+import dfkd.stages.neighbours as neighbours
+from dfkd.io.artifacts import write_h5, write_parquet
 from dfkd.errors import DfkdError
-from dfkd.hausdorff import directed_hausdorff_exact, gather_features, hausdorff, hausdorff_files
+from dfkd.stages.hausdorff import directed_hausdorff_exact, gather_features, hausdorff, hausdorff_files
 
 
 def reference(a: np.ndarray, b: np.ndarray) -> float:
@@ -217,7 +217,7 @@ def test_files_errors(tmp_path):
 
 
 def test_gather_features_over_two_sources(tmp_path, monkeypatch):
-    monkeypatch.setattr("dfkd.rows.BLOCK", 7)  # several blocks per file
+    monkeypatch.setattr("dfkd.io.rows.BLOCK", 7)  # several blocks per file
     rng = np.random.default_rng(8)
     noise, shapes = rng.standard_normal((30, 4)), rng.standard_normal((20, 4))
     files = {

@@ -70,5 +70,36 @@ def test_the_reader_finds_a_circle():
 
 def test_no_import_circle_in_dfkd():
     graph = import_graph()
-    assert "dfkd.cli" in graph and "dfkd.stats" in graph["dfkd.study.tables"]
+    assert "dfkd.cli" in graph and "dfkd.analysis.stats" in graph["dfkd.analysis.study.tables"]
     assert circles(graph) == []
+
+
+# The layers, bottom first: a module may import its own layer and the layers below, never above.
+LAYERS = [
+    ("base", ("dfkd", "dfkd.errors", "dfkd.schema", "dfkd.device", "dfkd.io")),
+    ("networks", ("dfkd.models", "dfkd.augment", "dfkd.training")),
+    ("registries", ("dfkd.sources", "dfkd.synthesis")),
+    ("stages", ("dfkd.stages",)),
+    ("analysis", ("dfkd.analysis",)),
+    ("config", ("dfkd.config", "dfkd.config_checks", "dfkd.slices")),
+    ("tools", ("dfkd.tools",)),
+    ("cli", ("dfkd.cli",)),
+]
+
+
+def layer_of(module: str) -> int:
+    """The index of the layer whose longest prefix names the module."""
+    best, best_len = None, -1
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
+                best, best_len = index, len(prefix)
+    assert best is not None, f"{module} is in no layer: add it to tests/test_imports.py's LAYERS"
+    return best
+
+
+def test_every_module_has_a_layer_and_no_import_goes_up():
+    graph = import_graph()
+    upward = [f"{module} ({LAYERS[layer_of(module)][0]}) imports {dep} ({LAYERS[layer_of(dep)][0]})"
+              for module, deps in sorted(graph.items()) for dep in sorted(deps) if layer_of(dep) > layer_of(module)]
+    assert upward == []

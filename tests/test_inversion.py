@@ -233,7 +233,7 @@ def _with_statistics(model: nn.Module, seed: int) -> nn.Module:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """lenet5_bn as a dfkd model file and as the state_dict, TorchScript and .pt2 files of `teacher.load`."""
-    from dfkd.artifacts import save_torch
+    from dfkd.io.artifacts import save_torch
     from test_external_teacher import _export_script
 
     folder = tmp_path_factory.mktemp("inversion_teachers")
@@ -245,7 +245,7 @@ def files(tmp_path_factory):
 
 
 def _imported(folder, form: str, path, spec=FMNIST, **load):
-    from dfkd.teacher import import_teacher
+    from dfkd.stages.teacher import import_teacher
 
     out = folder / f"imported_{form}"
     import_teacher(path, {**spec, "target": "own", "load": {"path": str(path), "format": form, **load}}, out)

@@ -11,15 +11,15 @@ import torch
 from torch import nn
 
 from conftest import assert_same_weights, tiny_split, write_tiny_splits
-from dfkd.artifacts import load_torch, write_h5, write_parquet
+from dfkd.io.artifacts import load_torch, write_h5, write_parquet
 from dfkd.augment import (
     VIEW_FLIP, VIEW_MIXED, augment_active, augment_batch, augment_batch_with_views, augment_config, mix_batch,
     mix_batch_with_mask, mixing_active, unmixed_view_codes, view_codes,
 )
 from dfkd.schema import definition_schema, schema_errors
-from dfkd.distill import distill_student, kd_loss, kd_step_loss
+from dfkd.stages.distill import distill_student, kd_loss, kd_step_loss
 from dfkd.errors import DfkdError
-from dfkd.teacher import train_teacher
+from dfkd.stages.teacher import train_teacher
 from dfkd.training import make_generator, model_input, predict_view_logits, to_unit, training_config
 
 MIXUP = {"mixup": {"p": 1.0, "alpha": 0.4}}
@@ -296,7 +296,7 @@ def test_per_view_plus_mixed_equals_the_online_teacher(world, tmp_path, monkeypa
     augment = {"flip": True, "cutmix": {"p": 0.5, "alpha": 1.0}}
     fast = run(world, tmp_path / "fast", augment)
     assert fast["teacher_logits"] == "per_view+mixed"
-    monkeypatch.setattr("dfkd.distill.unmixed_view_codes", lambda cfg: None)  # force the online teacher
+    monkeypatch.setattr("dfkd.stages.distill.unmixed_view_codes", lambda cfg: None)  # force the online teacher
     online = run(world, tmp_path / "online", augment)
     assert online["teacher_logits"] == "online"
     for key, value in load_torch(tmp_path / "fast" / "model.pt")["state_dict"].items():

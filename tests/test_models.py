@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from dfkd.artifacts import save_torch
+from dfkd.io.artifacts import save_torch
 from dfkd.errors import DfkdError
 from dfkd.models import MODELS, build_model, count_parameters, load_model, model_record
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dfkd import prepare
-from dfkd.artifacts import read_h5_array, read_h5_provenance
+from dfkd.stages import prepare
+from dfkd.io.artifacts import read_h5_array, read_h5_provenance
 from dfkd.errors import DfkdError
-from dfkd.prepare import prepare_source
-from dfkd.provenance import file_sha256
+from dfkd.stages.prepare import prepare_source
+from dfkd.io.provenance import file_sha256
 from dfkd.sources import TargetSpec
 
 SPEC = TargetSpec(channels=1, image_size=16)

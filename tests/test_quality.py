@@ -1,4 +1,4 @@
-"""Quality of a transfer set (dfkd.quality, dfkd.rank, `dfkd score`, `dfkd quality`):
+"""Quality of a transfer set (dfkd.stages.quality, dfkd.analysis.rank, `dfkd score`, `dfkd quality`):
 scores against hand-computed values, distances against brute force, rank correlations
 against scipy.stats, and one-line errors on bad input."""
 from __future__ import annotations
@@ -12,14 +12,14 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import cdist, pdist
 
-from dfkd import neighbours
-from dfkd import quality as q
-from dfkd import rank
-from dfkd.artifacts import write_h5, write_parquet
+from dfkd.stages import neighbours
+from dfkd.stages import quality as q
+from dfkd.analysis import rank
+from dfkd.io.artifacts import write_h5, write_parquet
 from dfkd.cli import main
 from dfkd.errors import DfkdError
-from dfkd.hausdorff import hausdorff
-from dfkd.labels import teacher_labels
+from dfkd.stages.hausdorff import hausdorff
+from dfkd.stages.labels import teacher_labels
 
 
 def write_source(folder, name, logits, features=None):
@@ -324,7 +324,7 @@ def test_coverage_radii_are_computed_once_and_give_the_same_payload(tmp_path, ca
     train = rng.standard_normal((40, 4)).astype(np.float32)
     write_h5(train_path, {"features": train, "logits": np.zeros((40, 3), np.float32)}, None)
     assert main(["coverage-radii", "--train-features", str(train_path), "--out", str(radii_path)]) == 0
-    from dfkd.artifacts import read_h5_array, read_h5_provenance
+    from dfkd.io.artifacts import read_h5_array, read_h5_provenance
 
     brute = np.sort(cdist(train.astype(np.float64), train.astype(np.float64)), axis=1)[:, q.COVERAGE_K]
     np.testing.assert_allclose(read_h5_array(radii_path, "radii"), brute, rtol=1e-12)
@@ -350,7 +350,7 @@ def test_coverage_radii_are_computed_once_and_give_the_same_payload(tmp_path, ca
 
 
 def rng_rows(path, rows):
-    from dfkd.artifacts import read_h5_array
+    from dfkd.io.artifacts import read_h5_array
 
     return read_h5_array(path, "features")[rows]
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from dfkd.study import QUALITY_METRICS
-from dfkd.study.quality_table import write_quality_table
+from dfkd.analysis.study import QUALITY_METRICS
+from dfkd.analysis.study.quality_table import write_quality_table
 
 SEEDS = (0, 1, 2)
 # set -> (accuracy per seed, fill, hausdorff): fill ranks the sets as accuracy does, the

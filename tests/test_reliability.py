@@ -24,13 +24,13 @@ import pandas as pd
 import pytest
 import torch
 
-from dfkd import artifacts
-from dfkd.artifacts import (
+from dfkd.io import artifacts
+from dfkd.io.artifacts import (
     H5Writer, load_torch, read_json, save_torch, write_h5, write_json, write_parquet,
 )
-from dfkd.distill import distill_student
+from dfkd.stages.distill import distill_student
 from dfkd.errors import DfkdError
-from dfkd.features import extract_features
+from dfkd.stages.features import extract_features
 from dfkd.models import build_model, load_model, model_record
 
 from conftest import assert_same_weights
@@ -254,7 +254,7 @@ def write_labels(path: Path, n: int, seed: int) -> None:
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "total_like"])
 def test_cli_assemble_refuses_a_corrupt_labels_file_and_keeps_the_old_manifest(tmp_path, damage):
-    from dfkd.balance import assemble_files
+    from dfkd.stages.balance import assemble_files
 
     labels = tmp_path / "labels"
     write_labels(labels / "base.parquet", 80, 0)

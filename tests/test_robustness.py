@@ -21,13 +21,13 @@ import yaml
 from dfkd import cli
 from dfkd import config as dc
 from dfkd import slices
-from dfkd.artifacts import load_torch, read_json, read_parquet_provenance, write_h5
-from dfkd.balance import assemble_files
+from dfkd.io.artifacts import load_torch, read_json, read_parquet_provenance, write_h5
+from dfkd.stages.balance import assemble_files
 from dfkd.errors import DfkdError
-from dfkd.labels import label_source
-from dfkd.provenance import make_provenance
-from dfkd.teacher import teacher_warning, train_teacher
-from dfkd.yaml_io import load_yaml, merge_config
+from dfkd.stages.labels import label_source
+from dfkd.io.provenance import make_provenance
+from dfkd.stages.teacher import teacher_warning, train_teacher
+from dfkd.io.yaml_io import load_yaml, merge_config
 
 from conftest import REPO, snakemake, tiny_config, tiny_split
 from test_reliability import (  # noqa: F401 (world: a fixture)
@@ -235,7 +235,7 @@ def test_pickled_files_never_suggest_weights_only_false(tmp_path, payload):
 
 # ---------------------------------------------------------------------------- empty, short, out of range
 def labels_file(path: Path, labels, index=None) -> Path:
-    from dfkd.artifacts import write_parquet
+    from dfkd.io.artifacts import write_parquet
 
     labels = np.asarray(labels, dtype=np.int64)
     frame = pd.DataFrame({"index": np.arange(len(labels)) if index is None else np.asarray(index),

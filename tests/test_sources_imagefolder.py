@@ -230,8 +230,8 @@ def test_symlink_loops_and_duplicates_are_read_once(tmp_path, caplog):
 
 
 def test_symlink_skips_are_recorded_in_the_prepared_file(tmp_path):
-    from dfkd.artifacts import open_h5
-    from dfkd.prepare import prepare_source
+    from dfkd.io.artifacts import open_h5
+    from dfkd.stages.prepare import prepare_source
 
     root = tmp_path / "d"
     save(root / "a.png", 10)

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from dfkd import cli
-from dfkd.artifacts import files_by_source, read_parquet, save_torch, write_h5, write_json, write_parquet
-from dfkd.distance import transfer_set_distance
+from dfkd.io.artifacts import files_by_source, read_parquet, save_torch, write_h5, write_json, write_parquet
+from dfkd.stages.distance import transfer_set_distance
 from dfkd.errors import DfkdError
-from dfkd.features import extract_features
-from dfkd.labels import label_source, teacher_labels
+from dfkd.stages.features import extract_features
+from dfkd.stages.labels import label_source, teacher_labels
 from dfkd.models import build_model, model_record
-from dfkd.report import build_summary, markdown_table, plot_counts
+from dfkd.analysis.report import build_summary, markdown_table, plot_counts
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def test_corrupt_h5_is_named(tmp_path, teacher_file):
 
 
 def test_same_inputs_and_seed_give_byte_identical_manifests(tmp_path):
-    from dfkd.balance import assemble_files
+    from dfkd.stages.balance import assemble_files
 
     rng = np.random.default_rng(1)
     for name, n in (("base", 300), ("extra", 200)):

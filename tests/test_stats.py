@@ -7,7 +7,7 @@ import pytest
 
 from scipy import stats as scipy_stats
 
-from dfkd.stats import (
+from dfkd.analysis.stats import (
     DOES_NOT_HOLD, EQUIVALENT, HOLDS, INCONCLUSIVE, MAX_SEEDS, NOT_MEASURED, SINGLE_SEED, claims_rows, holm,
     holm_adjusted, paired_claim, seeds_needed, summarize, t_interval, tost_p_value,
 )

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from dfkd.errors import DfkdError
-from dfkd.study.published import published, study_dataset
-from dfkd.study.tables import build_table, effective_classes, render_markdown, write_table
+from dfkd.analysis.study.published import published, study_dataset
+from dfkd.analysis.study.tables import build_table, effective_classes, render_markdown, write_table
 
 K = 10
 

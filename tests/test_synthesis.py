@@ -9,16 +9,16 @@ import pandas as pd
 import pytest
 from test_fill import brightness_teacher
 
-from dfkd.artifacts import read_h5_array, read_json, write_parquet
+from dfkd.io.artifacts import read_h5_array, read_json, write_parquet
 from dfkd.errors import DfkdError
-from dfkd.synthesis.stage import check_params, synthesize_source
+from dfkd.stages.synthesize import check_params, synthesize_source
 
 SPEC = {"num_classes": 10, "channels": 1, "image_size": 32, "mean": [0.5], "std": [0.5]}
 
 
 def sharp_teacher(path: Path, impossible: int | None = None) -> Path:
     """test_fill's brightness teacher with its logits x 400, so that its softmax at T = 20 can be peaked."""
-    from dfkd.artifacts import load_torch, save_torch
+    from dfkd.io.artifacts import load_torch, save_torch
 
     record = load_torch(brightness_teacher(path, impossible))
     for key in ("head.weight", "head.bias"):
@@ -232,7 +232,7 @@ def test_a_bad_fill_block_is_one_specific_line(change, message):
 
 
 def test_dfkd_fill_refuses_a_synthesiser_generator_in_one_line():
-    from dfkd.fill import check_fill_params
+    from dfkd.stages.fill import check_fill_params
 
     params = {"source": "di_fill", "fill": {"kind": "fill", "generator": {"kind": "impressions"}}, "per_class": 5,
               "num_classes": 10, "channels": 1, "image_size": 32}
@@ -269,9 +269,9 @@ def test_the_config_accepts_impressions_and_a_conditional_fill_and_names_a_bad_k
 
 def test_the_cli_makes_a_source_and_show_tells_the_agreement(teacher, tmp_path):
     from dfkd.cli import main
-    from dfkd.features import extract_features
-    from dfkd.labels import label_source
-    from dfkd.show import show
+    from dfkd.stages.features import extract_features
+    from dfkd.stages.labels import label_source
+    from dfkd.tools.show import show
 
     out = tmp_path / "impressions.h5"
     code = main(["synthesize", "--teacher", str(teacher), "--params", json.dumps(source_params(count=10, iterations=5)),
@@ -323,7 +323,7 @@ def test_the_workflow_makes_them_and_a_new_teacher_reruns_the_synthesis_not_what
     def rules(jobs):
         return {rule for rule, _ in jobs}
 
-    from dfkd.artifacts import load_torch, save_torch
+    from dfkd.io.artifacts import load_torch, save_torch
 
     teacher = workdir / "results/fmnist/teacher/model.pt"  # a teacher file that changes (its bytes and time)
     record = load_torch(teacher)
@@ -352,7 +352,7 @@ def test_the_workflow_makes_them_and_a_new_teacher_reruns_the_synthesis_not_what
 def test_deepinversion_plugs_into_the_same_driver(tmp_path):
     import torch
 
-    from dfkd.artifacts import save_torch
+    from dfkd.io.artifacts import save_torch
     from dfkd.models import build_model, model_record
     from dfkd.synthesis import SYNTHESIZERS
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from conftest import assert_same_weights, tiny_split
-from dfkd.artifacts import load_torch, read_json, write_h5
+from dfkd.io.artifacts import load_torch, read_json, write_h5
 from dfkd.errors import DfkdError
 from dfkd.models import load_model
-from dfkd.teacher import train_teacher
+from dfkd.stages.teacher import train_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,7 +111,7 @@ _CHILD = """
 import json, sys, torch
 from pathlib import Path
 torch.set_num_threads(1)
-from dfkd.teacher import train_teacher
+from dfkd.stages.teacher import train_teacher
 train_teacher(Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3]), Path(sys.argv[4]))
 """
 

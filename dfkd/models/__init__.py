@@ -14,11 +14,11 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from dfkd.artifacts import load_torch
+from dfkd.io.artifacts import load_torch
 from dfkd.errors import DfkdError
 from dfkd.models.external import model_from_record
 from dfkd.models.registry import MODELS, build_model
-from dfkd.provenance import provenance_json
+from dfkd.io.provenance import provenance_json
 
 __all__ = ["MODELS", "build_model", "count_parameters", "load_model", "model_record"]
 

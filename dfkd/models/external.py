@@ -108,7 +108,7 @@ class ExternalTeacher(nn.Module):
 # ---------------------------------------------------------------------------- reading files
 def read_weights(path: Path, key: str | None = None) -> dict[str, torch.Tensor]:
     """A state_dict from a bare state_dict or a checkpoint dict, loaded with weights_only=True."""
-    from dfkd.artifacts import _pickled_what
+    from dfkd.io.artifacts import _pickled_what
 
     try:
         with warnings.catch_warnings():

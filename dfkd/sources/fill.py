@@ -2,10 +2,12 @@
 
 Only its arguments live here (so that the config's source blocks are checked like any
 other kind's). A fill source needs the target's teacher, so it is made by the `fill` stage
-(`dfkd/fill.py`, `dfkd fill`, rule `fill`), never by `prepare`: `load` says so.
+(`dfkd/stages/fill.py`, `dfkd fill`, rule `fill`), never by `prepare`: `load` says so.
 """
 
 from __future__ import annotations
+
+from typing import Mapping
 
 from dfkd.errors import DfkdError
 from dfkd.sources.base import SEED_PROPERTY, SourceData, SourceKind, TargetSpec
@@ -106,3 +108,16 @@ KIND = SourceKind(
     load=load,
     required=("generator",),
 )
+
+
+FILL_ONLY_KEYS = ("batch", "vary", "bins", "explore")  # a blind fill's keys; a synthesiser's batch is its own
+
+
+def is_conditional(block: Mapping) -> bool:
+    """A fill whose generator is a synthesiser: made per transfer set and seed (dfkd synthesize)."""
+    return block.get("kind") == "fill" and (block.get("generator") or {}).get("kind") in SYNTHESIZERS
+
+
+def fill_default(key: str):
+    """The schema default of a fill block's key (kind `fill`'s own schema)."""
+    return PROPERTIES[key]["default"]

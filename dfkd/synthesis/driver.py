@@ -230,7 +230,7 @@ def fingerprint_of(*parts) -> str:
 
 
 def _save(partial: Path, state: SynthesisState, fingerprint: str, spec: SynthesisSpec) -> None:
-    from dfkd.artifacts import write_h5
+    from dfkd.io.artifacts import write_h5
 
     arrays = state.arrays(spec)
     state.parts = {name: [arrays[name]] if len(arrays[name]) else [] for name in ARRAYS}
