@@ -211,7 +211,7 @@ def cmd_distance(args) -> None:
 
 
 def cmd_score(args) -> None:
-    from dfkd.stages.quality import format_scores, score_files
+    from dfkd.stages.score import format_scores, score_files
 
     payload = score_files(
         [Path(p) for p in args.labels], args.num_classes, Path(args.out),

@@ -9,7 +9,8 @@ import pytest
 from dfkd.io.artifacts import write_json
 from dfkd.cli import main
 from dfkd.stages.collapse import SHARE, collapse, collapse_line, effective_from_counts
-from dfkd.stages.quality import effective_classes, score_sources
+from dfkd.stages.score import score_sources
+from dfkd.stages.set_scores import effective_classes
 from dfkd.analysis.report import build_summary
 from test_quality import one_hot_logits, write_source
 

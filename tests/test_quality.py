@@ -14,6 +14,7 @@ from scipy.spatial.distance import cdist, pdist
 
 from dfkd.stages import neighbours
 from dfkd.stages import quality as q
+from dfkd.stages import score, set_scores
 from dfkd.analysis import rank
 from dfkd.io.artifacts import write_h5, write_parquet
 from dfkd.cli import main
@@ -44,37 +45,37 @@ def one_hot_logits(labels, num_classes, scale=20.0):
 
 # ---------------------------------------------------------------------------- data-free scores
 def test_effective_classes_uniform_single_and_by_hand():
-    assert q.effective_classes(np.repeat(np.arange(10), 7), 10) == pytest.approx(10)
-    assert q.effective_classes(np.full(50, 3), 10) == pytest.approx(1)
+    assert set_scores.effective_classes(np.repeat(np.arange(10), 7), 10) == pytest.approx(10)
+    assert set_scores.effective_classes(np.full(50, 3), 10) == pytest.approx(1)
     # counts (2, 1, 1): p = (1/2, 1/4, 1/4), H = 1.5 ln 2, exp(H) = 2^1.5
-    assert q.effective_classes(np.array([0, 0, 1, 2]), 4) == pytest.approx(2**1.5)
+    assert set_scores.effective_classes(np.array([0, 0, 1, 2]), 4) == pytest.approx(2**1.5)
 
 
 def test_fill_by_hand():
     label = np.array([0] * 5 + [1])  # counts (5, 1, 0), cap 3: (3 + 1 + 0) / (3 * 3)
-    assert q.fill(label, 3, 3) == pytest.approx(4 / 9)
-    assert q.fill(np.repeat(np.arange(3), 4), 3, 4) == 1.0
+    assert set_scores.fill(label, 3, 3) == pytest.approx(4 / 9)
+    assert set_scores.fill(np.repeat(np.arange(3), 4), 3, 4) == 1.0
 
 
 def test_soft_effective_classes_by_hand():
-    assert q.soft_effective_classes(np.zeros((5, 4))) == pytest.approx(4)  # every row uniform
-    assert q.soft_effective_classes(one_hot_logits([2, 2, 2], 4, 60.0)) == pytest.approx(1)
+    assert set_scores.soft_effective_classes(np.zeros((5, 4))) == pytest.approx(4)  # every row uniform
+    assert set_scores.soft_effective_classes(one_hot_logits([2, 2, 2], 4, 60.0)) == pytest.approx(1)
     # Rows uniform over 2 classes and one-hot on class 0: mean prior (3/4, 1/4).
     logits = np.array([[0.0, 0.0], [80.0, 0.0]])
     p = np.array([0.75, 0.25])
-    assert q.soft_effective_classes(logits) == pytest.approx(math.exp(-(p * np.log(p)).sum()))
+    assert set_scores.soft_effective_classes(logits) == pytest.approx(math.exp(-(p * np.log(p)).sum()))
 
 
 def test_feature_spreads_by_hand_and_brute_force():
     features = np.array([[0, 0], [2, 0], [0, 0], [0, 4], [0, 8], [9, 9]], float)
     label = np.array([0, 0, 1, 1, 1, 2])  # class 2 has one row: left out
     # class 0: var (1, 0) -> 1; class 1: var of (0, 4, 8) = 32/3 -> sqrt(32/3)
-    assert q.within_class_spread(features, label, 3) == pytest.approx((1 + math.sqrt(32 / 3)) / 2)
-    assert math.isnan(q.within_class_spread(features[:1], label[:1], 3))
+    assert set_scores.within_class_spread(features, label, 3) == pytest.approx((1 + math.sqrt(32 / 3)) / 2)
+    assert math.isnan(set_scores.within_class_spread(features[:1], label[:1], 3))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((40, 5))
-    assert q.feature_spread(x) == pytest.approx(math.sqrt(np.mean(pdist(x) ** 2)), rel=1e-12)
-    assert math.isnan(q.feature_spread(x[:1]))
+    assert set_scores.feature_spread(x) == pytest.approx(math.sqrt(np.mean(pdist(x) ** 2)), rel=1e-12)
+    assert math.isnan(set_scores.feature_spread(x[:1]))
 
 
 def test_scores_of_constructed_files(tmp_path):
@@ -83,7 +84,7 @@ def test_scores_of_constructed_files(tmp_path):
     features = np.array([[0, 0], [2, 0], [4, 0], [5, 5]], np.float32)
     labels_path, features_path = write_source(tmp_path, "a", logits, features)
     out = tmp_path / "s.json"
-    payload = q.score_files([labels_path], 3, out, [features_path], per_class=2)
+    payload = score.score_files([labels_path], 3, out, [features_path], per_class=2)
     source = next(c for c in payload["candidates"] if c["name"] == "a")
     scores = source["scores"]
     probs = np.exp(logits - logits.max(1, keepdims=True))  # teacher classes: 0, 0, 0, 1
@@ -126,7 +127,7 @@ def test_score_ranks_sources_and_their_balanced_mix(tmp_path, capsys):
 
 def test_score_without_features_uses_labels_only(tmp_path):
     a = write_source(tmp_path, "a", one_hot_logits([0, 1, 1, 1], 2))
-    payload = q.score_sources([a[0]], 2)
+    payload = score.score_sources([a[0]], 2)
     assert payload["per_class"] == 2  # 4 rows // 2 classes, assemble's default
     assert set(payload["candidates"][0]["scores"]) == {"effective_classes", "fill", "mean_confidence", "mean_margin"}
 
@@ -237,7 +238,7 @@ def test_training_distances_match_brute_force():
     rng = np.random.default_rng(3)
     a = (rng.standard_normal((120, 5)) * 1.3 + 0.5).astype(np.float32)
     b = rng.standard_normal((200, 5)).astype(np.float32)
-    distances, details = q.training_distances(a, b, k=5, q=0.9)
+    distances, details = set_scores.training_distances(a, b, k=5, q=0.9)
     d = cdist(a.astype(np.float64), b.astype(np.float64))
     ab, ba = d.min(axis=1), d.min(axis=0)
     assert distances["hausdorff"] == pytest.approx(max(ab.max(), ba.max()), rel=1e-12)
@@ -257,16 +258,16 @@ def test_training_distances_match_brute_force():
 
 def test_coverage_is_one_for_the_training_set_itself():
     b = np.random.default_rng(4).standard_normal((80, 3))
-    distances, _ = q.training_distances(b[:60], b, k=5)
+    distances, _ = set_scores.training_distances(b[:60], b, k=5)
     assert distances["coverage"] >= 60 / 80
-    distances, _ = q.training_distances(b, b, k=5)
+    distances, _ = set_scores.training_distances(b, b, k=5)
     assert distances["coverage"] == 1.0 and distances["hausdorff"] == 0.0 and distances["frechet"] < 1e-9
 
 
 def test_frechet_closed_forms():
     rng = np.random.default_rng(5)
     a, b = rng.standard_normal((500, 1)) * 2 + 1, rng.standard_normal((400, 1)) * 0.5
-    value, residual = q.frechet(a, b)
+    value, residual = set_scores.frechet(a, b)
     sa, sb = a.std(ddof=1), b.std(ddof=1)
     assert value == pytest.approx((a.mean() - b.mean()) ** 2 + (sa - sb) ** 2, rel=1e-10)
     assert residual < 1e-12
@@ -277,7 +278,7 @@ def test_frechet_closed_forms():
     half = v @ np.diag(np.sqrt(w)) @ v.T
     trace_root = np.sqrt(np.clip(np.linalg.eigvalsh(half @ cb @ half), 0, None)).sum()
     want = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(ca) + np.trace(cb) - 2 * trace_root
-    value, residual = q.frechet(a, b)
+    value, residual = set_scores.frechet(a, b)
     assert value == pytest.approx(want, rel=1e-9)
     assert residual < 1e-10
 

@@ -9,7 +9,7 @@ mean student accuracy per set. Outputs: plain dicts for the `quality` study tabl
   variable is constant has no correlation and is left out (`valid_resamples` counts the rest).
 - `verdict`: does some data-free score rank transfer sets at least as well as the Hausdorff
   distance? Each correlation is taken in its metric's expected direction
-  (`dfkd.stages.quality.DIRECTIONS`: +1 when higher should mean a better student, -1 for
+  (`dfkd.stages.set_scores.DIRECTIONS`: +1 when higher should mean a better student, -1 for
   distances), so a score that ranks sets backwards does not count as a good ranker. The
   statement holds when the best data-free score's directed Spearman rho is >= the Hausdorff
   distance's (`holds`, on the point estimates). A paired bootstrap of the difference says how
@@ -117,7 +117,7 @@ def verdict(
     interval over the sets where both are finite (`difference_ci`), the `label` that interval
     decides (`verdict_label`), and the `criterion` in words.
     """
-    from dfkd.stages.quality import DATA_FREE, DIRECTIONS
+    from dfkd.stages.set_scores import DATA_FREE, DIRECTIONS
 
     directions = DIRECTIONS if directions is None else directions
     if candidates is None:

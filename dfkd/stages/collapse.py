@@ -4,12 +4,12 @@ A teacher that dfkd did not train may see arbitrary data as one class: a small B
 CNN on Fashion-MNIST labels 85% of photo patches and 93% of shape renders "bag" (issue 27),
 and students distilled on them reach 18 to 19%. Balancing leaves the other classes short, and
 a table of accuracies does not say why; the summary (`dfkd.analysis.report`) and `dfkd score`
-(`dfkd.stages.quality`) say it in one line with the remedy, from this module.
+(`dfkd.stages.score`) say it in one line with the remedy, from this module.
 
 A source (or set) has collapsed when its largest class holds more than three quarters of its
 rows (`SHARE`). The line also gives the effective number of classes, exp of the entropy of
-the teacher's label histogram (`dfkd.stages.quality.effective_classes`), and, where the teacher's
-logits were read, of its mean softmax (`dfkd.stages.quality.soft_effective_classes`).
+the teacher's label histogram (`dfkd.stages.set_scores.effective_classes`), and, where the teacher's
+logits were read, of its mean softmax (`dfkd.stages.set_scores.soft_effective_classes`).
 
 Why 3/4 and not 1/2: dfkd's own Fashion-MNIST LeNet-5 teacher already puts 53.5% of the noise,
 54% of the shapes and 63% of the photo patches in one class (docs/results/fmnist/
@@ -33,7 +33,7 @@ REMEDY = ("top it up with a fill source, or synthesise from the teacher "
 
 
 def effective_from_counts(counts: Sequence[int]) -> float:
-    """exp(H(p)) of a class histogram: `dfkd.stages.quality.effective_classes` from counts instead of labels."""
+    """exp(H(p)) of a class histogram: `dfkd.stages.set_scores.effective_classes` from counts instead of labels."""
     counts = np.asarray(counts, dtype=np.float64)
     p = counts[counts > 0] / counts.sum()
     return math.exp(float(-(p * np.log(p)).sum()))
