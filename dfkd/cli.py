@@ -3,6 +3,9 @@
 Stage settings arrive as one JSON object (`--params`), the same config slice that the
 Snakemake rule records as its params. Errors the user can fix print as one clear message
 (exit code 2), never as a traceback.
+
+Long because it is the whole command surface: each subcommand is a few-line function that calls
+its stage and a parser block; no logic lives here.
 """
 from __future__ import annotations
 

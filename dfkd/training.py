@@ -1,5 +1,8 @@
 """The training loop shared by teacher training and distillation, and its small helpers.
 
+Over 400 lines because resuming bitwise (loader, generators, checkpoint, SIGTERM) is one
+mechanism that both training stages share; it is kept in one place so that it cannot drift.
+
 In the spirit of airbench: the data sit on the device as one uint8 tensor, a ~30-line loader
 shuffles with `torch.randperm` and an explicit generator, augmentation is batched. On top:
 - every random draw of a step (shuffle, augmentation) comes from a generator seeded by

@@ -8,6 +8,10 @@ job never leaves a file that looks complete.
 Every provenance record written here also gets `content_sha256`: a digest of the artifact's
 payload (not of its provenance), so that `dfkd audit` can tell a file edited by hand after it
 was written. `content_digest(path)` recomputes it for any artifact type.
+
+One module on purpose, though long: every format's writer and reader keeps one contract (write
+atomically, record provenance and the content digest, verify and name the file on read), and
+splitting formats, atomic writes and digests apart would spread that contract over three files.
 """
 from __future__ import annotations
 

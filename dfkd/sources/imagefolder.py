@@ -20,6 +20,9 @@ unreadable files skipped with `on_error: skip`.
 
 When the source is a target's own dataset, the caller's split picks the subfolder
 `root/<splits[split]>` (default `root/train`, `root/test`); a transfer source reads `root`.
+
+Over 400 lines because photo folders of any size and any content (formats, bit depths, links,
+loops, unreadable files) must be read in bounded memory; each case is a short function here.
 """
 
 from __future__ import annotations

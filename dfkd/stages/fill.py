@@ -34,6 +34,9 @@ Resumable: every `checkpoint_seconds` the kept rows and the whole draw state (ba
 counts, bandit sums) are written atomically to `data/{source}.partial.h5`. A re-run with the
 same teacher, slice and device continues from it to the same bytes as an uninterrupted run
 (a `seconds` budget aside: where it ends depends on the machine).
+
+Over 400 lines because the draw, the bandit, the kept rows and their resumable state are one
+state machine; the config slice it reads is `dfkd.slices.fill_slice`.
 """
 from __future__ import annotations
 
