@@ -23,14 +23,17 @@ import json
 import os
 import re
 import socket
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
 from dfkd.errors import DfkdError
 from dfkd.io.provenance import PROVENANCE_KEY, provenance_json
+
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------- atomic writes
@@ -113,7 +116,7 @@ def sweep_dead_temporaries(path: str | Path) -> list[Path]:
     for name in names:
         tag = name[len(prefix):-len(".tmp")].rsplit(".", 1)[0]  # {pid}@{host}
         pid, _, owner = tag.partition("@")
-        if owner != host or not pid.isdigit() or _process_alive(int(pid)):
+        if owner != host or not pid.isdigit() or process_alive(int(pid)):
             continue
         with contextlib.suppress(OSError):
             (path.parent / name).unlink()
@@ -121,7 +124,8 @@ def sweep_dead_temporaries(path: str | Path) -> list[Path]:
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs (another user's counts as running)."""
     if pid == os.getpid():
         return True
     try:
@@ -447,6 +451,26 @@ def read_h5_provenance(path: str | Path) -> dict[str, Any] | None:
     with open_h5(path) as handle:
         raw = handle.attrs.get(PROVENANCE_KEY)
     return json.loads(raw) if raw is not None else None
+
+
+def read_partial(partial: Path, fingerprint_key: str, fingerprint: str, read: Callable[[Any], T], who: str) -> T | None:
+    """A stage's checkpoint file, read by `read(open_h5_handle)` when its `fingerprint_key` attr
+    equals `fingerprint`; None (saying why on stderr) when there is none, it belongs to other
+    settings or another teacher, or it is unreadable: the stage then starts afresh."""
+    import h5py
+
+    if not partial.is_file():
+        return None
+    try:
+        with h5py.File(partial, "r") as handle:
+            if handle.attrs.get(fingerprint_key) != fingerprint:
+                print(f"{who}: {partial} belongs to other settings or another teacher; starting afresh",
+                      file=sys.stderr, flush=True)
+                return None
+            return read(handle)
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"{who}: {partial} is unreadable ({exc}); starting afresh", file=sys.stderr, flush=True)
+        return None
 
 
 # ---------------------------------------------------------------------------- parquet

@@ -17,18 +17,10 @@ import os
 import socket
 from pathlib import Path
 
+from dfkd.io.artifacts import process_alive
+
 OWNERS = Path(".snakemake") / "dfkd_owners"
 LOCKS = Path(".snakemake") / "locks"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: another user's process
-        return True
-    return True
 
 
 def clear_stale_lock(workdir: str | Path = ".", will_lock: bool = True) -> str | None:
@@ -40,7 +32,7 @@ def clear_stale_lock(workdir: str | Path = ".", will_lock: bool = True) -> str |
     dead, others = [], []
     for record in sorted(owners.glob("*@*")) if owners.is_dir() else []:
         pid, _, owner_host = record.name.partition("@")
-        if pid.isdigit() and owner_host == host and int(pid) != me and not _alive(int(pid)):
+        if pid.isdigit() and owner_host == host and int(pid) != me and not process_alive(int(pid)):
             dead.append(record)
         elif not (pid.isdigit() and int(pid) == me and owner_host == host):
             others.append(record)

@@ -51,6 +51,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from dfkd.errors import DfkdError
+from dfkd.io.artifacts import read_partial
 from dfkd.sources import TargetSpec, get_source_kind, validate_source_config
 from dfkd.sources.base import GENERATOR_CHUNK, generate_in_chunks
 
@@ -507,23 +508,14 @@ def _save(partial: Path, state: FillState, fingerprint: str, spec: TargetSpec) -
 
 def _resume(partial: Path, fingerprint: str, num_classes: int, knobs: list[Knob]) -> FillState | None:
     """The checkpointed state, or None (no checkpoint, another job's, or unreadable)."""
-    import h5py
+    def read(handle) -> FillState:
+        images, labels = handle["images"][()], handle["teacher_labels"][()]
+        state = FillState.from_json(handle.attrs["fill_state"], num_classes, knobs, images, labels)
+        if len(images) == 0:
+            state.images, state.labels = [], []
+        return state
 
-    if not partial.is_file():
-        return None
-    try:
-        with h5py.File(partial, "r") as handle:
-            if handle.attrs.get("fill_fingerprint") != fingerprint:
-                _say(f"fill: {partial} belongs to other settings or another teacher; starting afresh")
-                return None
-            images, labels = handle["images"][()], handle["teacher_labels"][()]
-            state = FillState.from_json(handle.attrs["fill_state"], num_classes, knobs, images, labels)
-    except (OSError, KeyError, ValueError) as exc:
-        _say(f"fill: {partial} is unreadable ({exc}); starting afresh")
-        return None
-    if len(images) == 0:
-        state.images, state.labels = [], []
-    return state
+    return read_partial(partial, "fill_fingerprint", fingerprint, read, "fill")
 
 
 def _progress_line(name: str, state: FillState, per_class: int) -> str:

@@ -29,6 +29,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from dfkd.errors import DfkdError
+from dfkd.io.artifacts import read_partial
 from dfkd.synthesis.base import SynthesisSpec
 
 STATE_VERSION = 1
@@ -239,20 +240,11 @@ def _save(partial: Path, state: SynthesisState, fingerprint: str, spec: Synthesi
 
 def _resume(partial: Path, fingerprint: str, spec: SynthesisSpec) -> SynthesisState | None:
     """The checkpointed state, or None (no checkpoint, another job's, or unreadable)."""
-    import h5py
+    def read(handle) -> SynthesisState:
+        arrays = {name: handle[name][()] for name in ARRAYS}
+        return SynthesisState.from_json(handle.attrs["synthesis_state"], spec.num_classes, arrays)
 
-    if not partial.is_file():
-        return None
-    try:
-        with h5py.File(partial, "r") as handle:
-            if handle.attrs.get("synthesis_fingerprint") != fingerprint:
-                _say(f"synthesis: {partial} belongs to other settings or another teacher; starting afresh")
-                return None
-            arrays = {name: handle[name][()] for name in ARRAYS}
-            return SynthesisState.from_json(handle.attrs["synthesis_state"], spec.num_classes, arrays)
-    except (OSError, KeyError, ValueError) as exc:
-        _say(f"synthesis: {partial} is unreadable ({exc}); starting afresh")
-        return None
+    return read_partial(partial, "synthesis_fingerprint", fingerprint, read, "synthesis")
 
 
 def _say(line: str) -> None:
