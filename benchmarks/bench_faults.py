@@ -6,9 +6,10 @@ features, labels, assemble, distill, distance, tables) in a scratch folder:
 1. **Kills.** One uninterrupted run is the reference. A second run is killed with SIGKILL of
    Snakemake's whole process group K times (default 8), each time at a seeded random moment
    inside a job of a stage no kill has hit yet: the harness polls Snakemake's session in /proc
-   for running `dfkd <stage>` processes, picks one of the not-yet-hit stages running (seeded),
-   and kills after a seeded delay drawn from [0, 0.8 x that stage's longest job in the
-   reference] (halved each time the job ends first). The stages reported as hit are those whose
+   for running `dfkd <stage>` processes, aims at the earliest not-yet-hit stage running, and
+   kills after a seeded delay drawn from [0, 0.8 x that stage's longest job in the reference]
+   (halved each time the job ends first); while a stage is unhit after K kills, up to 4 more
+   are made (all are counted). The stages reported as hit are those whose
    `dfkd` processes were alive at the instant of the kill (read from /proc just before it), not
    the ones aimed at. After every kill plain `snakemake --rerun-incomplete`
    runs again (the next kill interrupts it); after the last, it runs to the end. Then: every
@@ -195,15 +196,18 @@ def stages_running(sid: int) -> list[str]:
 
 
 def kill_campaign(workdir: Path, kills: int = 8, seed: int = 0, seconds: dict[str, float] | None = None,
-                  say: Callable[[str], None] = print, timeout: float = 600) -> dict[str, Any]:
-    """K real kills (see the module docstring), then a run to the end. Returns what happened."""
+                  say: Callable[[str], None] = print, timeout: float = 600, max_kills: int | None = None) -> dict[str, Any]:
+    """`kills` real kills (see the module docstring), more (up to `max_kills`, default kills + 4) while a
+    stage is still unhit, then a run to the end. Returns what happened."""
+    max_kills = kills + 4 if max_kills is None else max_kills
     write_workdir(workdir)
     rng = random.Random(seed)
     seconds = seconds or {}
     window = {stage: 0.8 * seconds.get(stage, 1.5) for stage in STAGES}
     unhit = list(SCHEDULE)  # stages no kill has interrupted yet
     records = []
-    for number in range(kills):
+    number = 0
+    while number < kills or (unhit and number < max_kills):  # past `kills` only until every stage is hit
         with open(workdir / f"snakemake.kill{number}.out", "w") as out:
             process = subprocess.Popen(snakemake_command("--rerun-incomplete"), cwd=workdir, env=child_env(),
                                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -214,12 +218,13 @@ def kill_campaign(workdir: Path, kills: int = 8, seed: int = 0, seconds: dict[st
                 if aim is not None and aim not in running:  # its job ended first: kill sooner in the next
                     window[aim] /= 2
                     aim = None
-                if aim is None:
-                    candidates = [stage for stage in unhit if stage in running] if unhit else running
-                    if candidates:
-                        aim, seen = rng.choice(sorted(candidates)), time.monotonic()
-                        delay = rng.uniform(0.0, window[aim])
-                        record.update(aim=aim, delay_s=round(delay, 3))
+                # the earliest not-yet-hit stage running (a stage of one job, as fill, must not end unhit
+                # while another is aimed at), else once every stage is hit any stage running
+                candidates = [stage for stage in unhit if stage in running] if unhit else running
+                if candidates and (aim is None or (unhit and candidates[0] != aim)):
+                    aim, seen = (candidates[0] if unhit else rng.choice(candidates)), time.monotonic()
+                    delay = rng.uniform(0.0, window[aim])
+                    record.update(aim=aim, delay_s=round(delay, 3))
                 if aim is not None and time.monotonic() >= seen + delay:
                     record["hit"] = stages_running(process.pid)  # what the kill interrupts
                     os.killpg(process.pid, signal.SIGKILL)
@@ -243,11 +248,12 @@ def kill_campaign(workdir: Path, kills: int = 8, seed: int = 0, seconds: dict[st
                 raise RuntimeError(f"kill {number}: snakemake failed on its own (exit {process.returncode}), "
                                    f"see {workdir / f'snakemake.kill{number}.out'}:\n"
                                    + (workdir / f"snakemake.kill{number}.out").read_text()[-4000:])
-            say(f"kill {number + 1}/{kills}: the run finished before a job of {', '.join(unhit) or 'any stage'} ran")
+            say(f"kill {number + 1}: the run finished before a job of {', '.join(unhit) or 'any stage'} ran")
         else:
-            say(f"kill {number + 1}/{kills}: aimed at {record['aim']}, {record['delay_s']} s after its job started; "
+            say(f"kill {number + 1}: aimed at {record['aim']}, {record['delay_s']} s after its job started; "
                 f"running then: {', '.join(record['hit']) or 'no dfkd job (Snakemake between jobs)'}")
         records.append(record)
+        number += 1
     final = run_snakemake(workdir, "--rerun-incomplete", timeout=timeout)
     must_succeed(final, "the run after the last kill")
     hits = [stage for record in records for stage in (record["hit"] or [])]

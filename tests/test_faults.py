@@ -1,7 +1,7 @@
 """Faults that are not aimed at one stage: real kills anywhere, a full disk, damaged artifacts.
 
 The slow tests run benchmarks/bench_faults.py's measurement on its small workflow (every stage):
-8 SIGKILLs of Snakemake's whole process group at seeded random moments, one per stage, each
+8 SIGKILLs of Snakemake's whole process group at seeded random moments over every stage, each
 followed by `snakemake --rerun-incomplete`, end equal to an uninterrupted run, audit ok, with no
 file left over; results on a full tmpfs stop with one line naming the file and resume equal after
 space is freed; damaged artifacts are named by the audit and refused by the next stage.
@@ -289,7 +289,7 @@ def test_killed_anywhere_eight_times_the_run_ends_as_if_never_killed(bench, refe
     workdir, results = reference
     kills = bench.kill_campaign(tmp_path / "killed", kills=8, seed=0, seconds=bench.job_seconds(results),
                                 say=lambda line: None)
-    assert kills["kills"] == 8, kills["records"]
+    assert 8 <= kills["kills"] <= 12, kills["records"]  # 8, and up to 4 more while a stage is unhit
     assert set(bench.SCHEDULE) <= set(kills["stages_hit"]), kills["records"]  # every stage, truly hit
     assert kills["escaped"] == 0 and kills["stale_lock_removed"], kills
     compared = bench.compare_trees(results, tmp_path / "killed" / "results")
