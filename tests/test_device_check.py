@@ -24,17 +24,19 @@ def load_device_check():
     return module
 
 
-def test_readme_references_are_found():
-    """The teacher's accuracy and the seed table's mean and range, as README.md states them."""
-    refs = load_device_check().readme_references((REPO / "README.md").read_text())
+def test_cpu_references_are_found():
+    """The teacher's accuracy and each set's mean and 2 sd, as the published main table states them."""
+    check = load_device_check()
+    refs = check.cpu_references(check.REFERENCE_TABLE.read_text())
     assert refs["teacher"][1] is None and 50 < refs["teacher"][0] < 100
     mean, spread = refs["natural"]
     assert 50 < mean < 100 and 0 < spread < 10
+    assert set(refs) >= {"real", "noise", "noise_bal", "synthetic", "synthetic_bal", "natural", "natural_bal"}
 
 
 def test_verdict_flags_a_difference_beyond_the_seed_range():
     verdict = load_device_check().verdict
-    assert "within" in verdict(0.7555 + 0.0150, (75.55, 1.51))[1]
+    assert "within" in verdict(0.7555 + 0.0150, (75.55, 1.51))[1] and "2 sd" in verdict(0.75, (75.55, 1.51))[0]
     assert "OUTSIDE" in verdict(0.7555 - 0.0152, (75.55, 1.51))[1]
     assert verdict(0.9, (90.51, None))[1].startswith("-0.51 pts")
     assert verdict(0.9, None) == ("-", "no CPU reference")
