@@ -227,9 +227,18 @@ def cmd_score(args) -> None:
 def cmd_quality(args) -> None:
     from dfkd.stages.quality import quality_files
 
+    if args.params is not None:
+        if args.num_classes is not None or args.per_class is not None:
+            raise DfkdError("--params holds num_classes and per_class; drop --num-classes and --per-class.")
+        params = _json_arg(args.params)
+        num_classes, per_class = params["num_classes"], params["per_class"]
+    elif args.num_classes is None or args.per_class is None:
+        raise DfkdError("give --num-classes and --per-class, or both as --params.")
+    else:
+        num_classes, per_class = args.num_classes, args.per_class
     payload = quality_files(
         Path(args.manifest), [Path(p) for p in args.labels], [Path(p) for p in args.features],
-        args.num_classes, args.per_class, Path(args.out),
+        num_classes, per_class, Path(args.out),
         Path(args.train_features) if args.train_features else None,
         Path(args.train_radii) if args.train_radii else None,
     )
@@ -492,8 +501,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True, help="transfer set (transfer/{set}.parquet)")
     p.add_argument("--labels", nargs="+", required=True, help="labels files of the set's sources (stem = source)")
     p.add_argument("--features", nargs="+", required=True, help="features files of the set's sources (stem = source)")
-    p.add_argument("--num-classes", type=int, required=True, help="the teacher's class count K")
-    p.add_argument("--per-class", type=int, required=True, help="the set's per-class target (rows)")
+    p.add_argument("--params", help="JSON: {num_classes, per_class} as the workflow passes it (dfkd.slices.quality_slice), "
+                                    "in place of the two options below")
+    p.add_argument("--num-classes", type=int, help="the teacher's class count K")
+    p.add_argument("--per-class", type=int, help="the set's per-class target (rows)")
     p.add_argument("--train-features", help="features/train.h5: adds the distances to the training set")
     p.add_argument("--train-radii", help="coverage radii of those features (dfkd coverage-radii); else computed here")
     p.add_argument("--out", required=True, help="output JSON file: the set's scores and distances")

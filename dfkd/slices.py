@@ -299,6 +299,12 @@ def quality_runs(config: Mapping, target_name: str) -> list[dict]:
     return [{"set": s, "variant": v} for s, v in dict.fromkeys(runs)]
 
 
+def quality_slice(config: Mapping, target_name: str, set_name: str) -> dict:
+    """What a set's quality job reads: the teacher's classes and the set's per-class target."""
+    return {"num_classes": config["targets"][target_name]["num_classes"],
+            "per_class": quality_per_class(config, target_name, set_name)}
+
+
 def quality_per_class(config: Mapping, target_name: str, set_name: str) -> int:
     """The per-class target of a set's fill score: its cap, else an even share of its size."""
     recipe = assemble_slice(config, target_name, set_name)

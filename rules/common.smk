@@ -208,10 +208,6 @@ def quality_runs(target):
     return dfkd_slices.quality_runs(config, target)
 
 
-def quality_per_class(target, set_name):
-    return dfkd_slices.quality_per_class(config, target, set_name)
-
-
 def study_outputs():
     tables = [
         path(target, "tables", f"{table}{suffix}")

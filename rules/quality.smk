@@ -49,8 +49,9 @@ rule quality:
         mem_mb=8000,
         runtime=120,
     params:
-        num_classes=lambda w: config["targets"][w.target]["num_classes"],
-        per_class=lambda w: quality_per_class(w.target, w.set),
+        slice=as_json_param(
+            lambda w: dfkd_slices.quality_slice(config, w.target, w.set)
+        ),
         # no train split: data-free scores only (a function of `input`: no rerun trigger)
         train=lambda w, input: (
             f"--train-features {input.train} --train-radii {input.radii}"
@@ -59,8 +60,7 @@ rule quality:
         ),
     shell:
         "dfkd quality --manifest {input.manifest} --labels {input.labels} --features {input.features}"
-        " --num-classes {params.num_classes} --per-class {params.per_class}"
-        " {params.train} --out {output} --threads {threads} > {log} 2>&1"
+        " --params {params.slice:q} {params.train} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule quality_table:

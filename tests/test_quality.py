@@ -310,6 +310,15 @@ def test_quality_cli_writes_the_payload(tmp_path, capsys):
     assert payload["directions"]["hausdorff"] == -1 and payload["directions"]["fill"] == 1
     assert payload["provenance"]["stage"] == "quality"
     assert "fill" in capsys.readouterr().out
+    # the workflow passes the same two numbers as --params (dfkd.slices.quality_slice)
+    again = tmp_path / "quality" / "again.json"
+    assert main(["quality", "--manifest", str(manifest_path), "--labels", str(a[0]), str(b[0]),
+                 "--features", str(a[1]), str(b[1]), "--params", json.dumps({"num_classes": 3, "per_class": 2}),
+                 "--train-features", str(tmp_path / "features" / "train.h5"), "--out", str(again)]) == 0
+    assert json.loads(again.read_text())["scores"] == payload["scores"]
+    assert main(["quality", "--manifest", str(manifest_path), "--labels", str(a[0]), "--features", str(a[1]),
+                 "--out", str(again)]) == 2
+    assert "give --num-classes and --per-class, or both as --params" in capsys.readouterr().err
 
 
 def test_coverage_radii_are_computed_once_and_give_the_same_payload(tmp_path, capsys):
