@@ -220,13 +220,13 @@ def paired_claim(claim: str, better: Mapping[int, float], worse: Mapping[int, fl
         _, band_low, band_high, _ = t_interval(differences, 1 - 2 * ALPHA)
         p_equivalence = tost_p_value(mean, spread.sd, n, min_effect)
         needed_min = seeds_needed(min_effect, spread.sd)
-    return Claim(
-        claim, mean, low, high, n, verdict_of(low, high, n, band_low, band_high, min_effect), unit,
-        seeds=seeds, differences=differences, difference_sd=spread.sd, p_value=t_p_value(mean, spread.sd, n),
+    verdict, p_value = verdict_of(low, high, n, band_low, band_high, min_effect), t_p_value(mean, spread.sd, n)
+    return Claim(  # alone, a claim is a family of one: its Holm verdict and p are its own
+        claim, mean, low, high, n, verdict, unit,
+        seeds=seeds, differences=differences, difference_sd=spread.sd, p_value=p_value,
         min_effect=min_effect, equivalence_low=band_low, equivalence_high=band_high, p_equivalence=p_equivalence,
         seeds_needed=seeds_needed(mean, spread.sd), seeds_needed_min_effect=needed_min,
-        holm_verdict=verdict_of(low, high, n, band_low, band_high, min_effect),
-        holm_p=t_p_value(mean, spread.sd, n), holm_p_equivalence=p_equivalence,
+        holm_verdict=verdict, holm_p=p_value, holm_p_equivalence=p_equivalence,
     )
 
 
