@@ -18,6 +18,7 @@ Item = TypeVar("Item")
 STEP_PERCENT = 10  # a log line per 10% of the work
 MIN_SECONDS = 2.0  # ... but at most one line per 2 s (a short job logs only its final line)
 TTY_MININTERVAL = 1.0  # seconds between tqdm redraws on a terminal
+LINE_SECONDS = 10.0  # seconds between the progress lines of loops without a known total (fill, synthesis)
 
 
 def _is_tty(stream: IO) -> bool:
@@ -108,3 +109,18 @@ def progress(items: Iterable[Item], desc: str, unit: str = "items", total: int |
 def note(message: str, stream: IO | None = None) -> None:
     """One line of stage news (what is being read, a summary) on stderr, flushed for the log."""
     print(message, file=stream if stream is not None else sys.stderr, flush=True)
+
+
+class Every:
+    """Due once per `seconds` of wall time: when a long loop saves its checkpoint, when it
+    prints a line. `first=True` makes the first call due (a log line at the start)."""
+
+    def __init__(self, seconds: float, *, first: bool = False):
+        self.seconds = float(seconds)
+        self._last = float("-inf") if first else time.perf_counter()
+
+    def __call__(self, now: float) -> bool:
+        if now - self._last < self.seconds:
+            return False
+        self._last = now
+        return True

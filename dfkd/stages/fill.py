@@ -52,6 +52,7 @@ import numpy as np
 
 from dfkd.errors import DfkdError
 from dfkd.io.artifacts import read_partial
+from dfkd.io.progress import LINE_SECONDS, Every
 from dfkd.sources import TargetSpec, get_source_kind, validate_source_config
 from dfkd.sources.base import GENERATOR_CHUNK, generate_in_chunks
 
@@ -403,8 +404,8 @@ def fill_source(teacher: Path, params: Mapping, out: Path, report: Path, checkpo
     if state.batches:
         _say(f"fill {name}: resumed at batch {state.batches} ({state.drawn:,} drawn) from {partial}")
     # 3. Draw, label, keep, until full or out of budget.
-    session, last_save = time.perf_counter(), time.perf_counter()
-    seconds_before, last_line = state.seconds, 0.0
+    session, seconds_before = time.perf_counter(), state.seconds
+    save_due, line_due = Every(checkpoint_seconds), Every(LINE_SECONDS, first=True)
     while (reason := stop_reason(state, per_class, block["budget"])) is None:
         n = block["batch"]
         if block["budget"]["images"] is not None:
@@ -422,12 +423,10 @@ def fill_source(teacher: Path, params: Mapping, out: Path, report: Path, checkpo
         state.teacher_seconds += t2 - t1
         now = time.perf_counter()
         state.seconds = seconds_before + (now - session)
-        if now - last_save >= checkpoint_seconds:
+        if save_due(now):
             _save(partial, state, fingerprint, spec)
-            last_save = now
-        if now - last_line >= 10.0:
+        if line_due(now):
             _say(_progress_line(name, state, per_class))
-            last_line = now
         if on_batch is not None:
             on_batch(state)
     # 4. The source artifact, then the report; the checkpoint goes last.

@@ -30,6 +30,7 @@ import numpy as np
 
 from dfkd.errors import DfkdError
 from dfkd.io.artifacts import read_partial
+from dfkd.io.progress import LINE_SECONDS, Every
 from dfkd.synthesis.base import SynthesisSpec
 
 STATE_VERSION = 1
@@ -182,8 +183,8 @@ def run(teacher, spec: SynthesisSpec, synthesize_batch: Callable, settings: Mapp
     state = _resume(partial, fingerprint, spec) or SynthesisState(spec.num_classes)
     if state.batches:
         _say(f"{name}: resumed at batch {state.batches} ({state.made:,} made) from {partial}")
-    session = last_save = last_line = time.perf_counter()
-    seconds_before = state.seconds
+    session, seconds_before = time.perf_counter(), state.seconds
+    save_due, line_due = Every(checkpoint_seconds), Every(LINE_SECONDS)
     while (reason := stop_reason(plan, state, budget)) is None:
         classes = plan.next_classes(state)
         if budget.get("images") is not None:
@@ -203,13 +204,11 @@ def run(teacher, spec: SynthesisSpec, synthesize_batch: Callable, settings: Mapp
         state.batches += 1
         now = time.perf_counter()
         state.seconds = seconds_before + (now - session)
-        if now - last_save >= checkpoint_seconds:
+        if save_due(now):
             _save(partial, state, fingerprint, spec)
-            last_save = now
-        if now - last_line >= 10.0:
+        if line_due(now):
             _say(f"{name}: batch {state.batches}, {state.made:,} made, {int(state.kept.sum()):,} kept, "
                  f"{state.made / max(state.seconds, 1e-9):.1f} images/s")
-            last_line = now
         if on_batch is not None:
             on_batch(state)
     return state, reason
