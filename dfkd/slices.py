@@ -270,6 +270,19 @@ def target_fill_sources(config: Mapping, target_name: str) -> list[str]:
     return [s for s in fill_sources(config) if s in used]
 
 
+def target_synthesis_reports(config: Mapping, target_name: str) -> list[str]:
+    """The synthesis reports (`*.synthesis.json` under data/) of the target's sets: one per
+    synthesised source, and one per class-conditional fill, set and seed."""
+    synthesized, reports = set(synthesized_sources(config)), []
+    for name in target_sets(config, target_name):
+        for source in config["transfer_sets"][name]["sources"]:
+            if source in synthesized:
+                reports.append(f"data/{source}.synthesis.json")
+            elif is_conditional(config["sources"].get(source, {})):
+                reports += [f"data/{layout.set_source(source, name, k)}.synthesis.json" for k in replicate_seeds(config)]
+    return list(dict.fromkeys(reports))
+
+
 def report_slice(config: Mapping, target_name: str) -> dict:
     """What the summary table shows: every transfer set's recipe (names the rows and columns)."""
     splits = target_splits(config, target_name)
@@ -282,6 +295,7 @@ def report_slice(config: Mapping, target_name: str) -> dict:
         "min_effect": config["study"]["min_effect"],
         "teacher_min_accuracy": config["targets"][target_name]["teacher"].get("min_accuracy"),
         "fill_sources": target_fill_sources(config, target_name),
+        "synthesis_reports": target_synthesis_reports(config, target_name),
         # only where they differ from the defaults (distances, test accuracy): other params stay as they were
         **({} if "train" in splits else {"distances": False}),
         **({} if "test" in splits else {"score": "teacher_agreement"}),

@@ -179,6 +179,10 @@ def target_fill_sources(target):
     return dfkd_slices.target_fill_sources(config, target)
 
 
+def target_synthesis_reports(target):
+    return [path(target, r) for r in dfkd_slices.target_synthesis_reports(config, target)]
+
+
 def report_slice(target):
     return dfkd_slices.report_slice(config, target)
 

@@ -39,6 +39,8 @@ rule summary_table:
             path(w.target, "data", f"{s}.fill.json")
             for s in target_fill_sources(w.target)
         ],
+        # images synthesised from the teacher: per source, and per set and seed for a conditional fill
+        synthesis=lambda w: target_synthesis_reports(w.target),
     output:
         csv=report(
             path("{target}", "tables", "summary.csv"),

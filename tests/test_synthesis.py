@@ -365,3 +365,27 @@ def test_deepinversion_plugs_into_the_same_driver(tmp_path):
     report = synthesize_source(teacher, params, tmp_path / "inverted.h5", tmp_path / "inverted.synthesis.json")
     assert report["synthesizer"] == "inversion" and report["kept"] == 6
     assert read_h5_array(tmp_path / "inverted.h5", "soft_targets").shape == (6, 10)
+
+
+def test_the_summary_lists_every_synthesis_report_of_the_target_with_what_it_made(teacher, tmp_path):
+    from dfkd.analysis.report import synthesis_section
+    from dfkd.config import load_config
+    from dfkd.slices import target_synthesis_reports
+
+    config = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
+    config["targets"]["fmnist"]["sets"] = ["noise_bal", "impressions", "natural_bal_di"]
+    assert target_synthesis_reports(config, "fmnist") == [
+        "data/impressions.synthesis.json",
+        *[f"data/sets/natural_bal_di/seed{k}/di_fill.synthesis.json" for k in config["seeds"]],
+    ]
+    data = tmp_path / "data"
+    make(teacher, data, source_params())
+    fill = data / "sets/base_di/seed0"
+    fill.mkdir(parents=True)
+    synthesize_source(teacher, fill_params(), fill / "di_fill.h5", fill / "di_fill.synthesis.json",
+                      labels=[base_labels(tmp_path, [9, 6, 6, 2, 6, 0, 7, 6, 5, 6])])
+    text = synthesis_section(tmp_path, ["data/impressions.synthesis.json", "data/sets/base_di/seed0/di_fill.synthesis.json"])
+    lines = text.splitlines()
+    assert len(lines) == 4 and "label = class made for" in lines[0]
+    assert lines[2].startswith("| impressions | impressions | 3 | all (equal counts) | 30 | 30 |")
+    assert lines[3].startswith("| sets/base_di/seed0/di_fill | impressions | 5 | 3: 4, 5: 6, 8: 1 |")

@@ -135,6 +135,31 @@ def fill_section(target_dir: Path, sources: list[str]) -> str:
     return text.getvalue()
 
 
+def synthesis_section(target_dir: Path, reports: list[str]) -> str:
+    """Per synthesis report (data/{source}.synthesis.json, or data/sets/{set}/seed{k}/{source}.synthesis.json
+    for a class-conditional fill): what was made, what was kept, how often the teacher's label of the
+    stored image is the class it was made for, and the cost."""
+    from dfkd.io.artifacts import read_json
+
+    rows = []
+    for relative in reports:
+        report = read_json(Path(target_dir) / relative)
+        missing = {c["class"]: c["missing"] for c in report["classes"] if c.get("missing")}
+        rows.append({
+            "file": relative.removeprefix("data/").removesuffix(".synthesis.json"),
+            "synthesizer": report["synthesizer"], "seed": report["seed"],
+            "classes made for": ", ".join(f"{c}: {n:,}" for c, n in missing.items()) if "balance" in report
+            else "all (equal counts)",
+            "made": f"{report['made']:,}", "kept": f"{report['kept']:,}",
+            "still short": ", ".join(map(str, report.get("short_classes") or [])) or "none",
+            "label = class made for": "" if report["made_for_agreement"] is None
+            else f"{100 * report['made_for_agreement']:.1f}%",
+            "mean KL": report["mean_kl"],
+            "s per 1,000": report["seconds_per_1000"],
+        })
+    return markdown_table(pd.DataFrame(rows), "{:.3f}")
+
+
 def collapse_lines(reader: ReplicateReader, sets: Mapping[str, Mapping], order: list[str]) -> list[str]:
     """One line per base source that the teacher puts mostly in one class (`dfkd.stages.collapse`), from the
     `before` counts of the sets built on it (the teacher's labels of all the base's rows)."""
@@ -181,6 +206,10 @@ def build_summary(target_dir: Path, params: Mapping, out_csv: Path, out_md: Path
     if params.get("fill_sources"):
         text.write("\nGenerators drawn from until each class is full (draws: images drawn when the class filled):\n")
         text.write(fill_section(Path(target_dir), list(params["fill_sources"])))
+    if params.get("synthesis_reports"):
+        text.write("\nImages synthesised from the teacher (a conditional fill makes only the rows its set's earlier "
+                   "sources leave short, per class; the teacher re-labels the stored uint8 images):\n\n")
+        text.write(synthesis_section(Path(target_dir), list(params["synthesis_reports"])))
     with atomic_path(out_md) as tmp:
         tmp.write_text(text.getvalue())
     return frame
