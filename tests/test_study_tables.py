@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from dfkd.errors import DfkdError
+from dfkd.analysis.stats import EQUIVALENT, HOLDS
 from dfkd.analysis.study.published import published, study_dataset
 from dfkd.analysis.study.tables import build_table, effective_classes, render_markdown, write_table
 
@@ -135,6 +136,24 @@ def test_main_table_has_one_accuracy_column_per_variant_and_family_verdicts(resu
     assert "balanced beats unbalanced for natural [noaug]: **does not hold**" in text
     assert "noise_bal < natural_bal in accuracy (balanced) [default]: **holds**" in text
     assert "teacher/metrics.json" in inputs and "Teacher test accuracy 90.50%" in table.method
+
+
+def test_the_synthesis_table_is_a_family_of_its_own_with_the_protocol_beside_zskd(results):
+    results.teacher(0.9028)
+    numbers = {"natural_bal": [0.760, 0.770, 0.765], "impressions": [0.762, 0.768, 0.766],
+               "natural_bal_di": [0.790, 0.800, 0.795], "noise_bal": [0.69, 0.70, 0.71]}  # noise_bal_di not run
+    rows = []
+    for name, accuracies in numbers.items():
+        results.set(name, even(6000), even(6000), distance=20.0, accuracies={"default": accuracies})
+        rows.append((name, name, recipe([name])))
+    table, _ = build_table(results.root, params("synthesis", rows))
+    assert [c.claim for c in table.claims] == ["arbitrary data matches synthesised data: natural_bal vs impressions",
+                                              "topping up with impressions helps: natural_bal_di > natural_bal"]
+    assert table.claims[1].verdict == HOLDS and table.claims[1].difference_mean == pytest.approx(3.0)
+    assert table.claims[0].verdict == EQUIVALENT  # -0.03 points, 90% interval well inside +-1 (min_effect)
+    assert "79.62%" in table.notes[0] and "final epoch" in table.notes[0]
+    main, _ = build_table(results.root, params("main", rows))
+    assert not any("impressions" in c.claim for c in main.claims)  # the synthesis claims live in their table only
 
 
 def test_table4_groups_bases_and_names_the_best_balancer(results):

@@ -319,6 +319,12 @@ def test_the_workflow_makes_them_and_a_new_teacher_reruns_the_synthesis_not_what
     assert (counts["from_di_fill"] == np.bincount(read_h5_array(fill.with_suffix("").with_suffix(".h5"),
                                                                 "teacher_labels"), minlength=10)).all()
     assert planned_jobs_of(workdir, config, *targets) == set()
+    from dfkd.tools.audit import Auditor
+
+    entries = Auditor(workdir / "results").audit()  # the per-set files are audited like every artifact
+    per_set = {str(e.path.relative_to(workdir / "results/fmnist")): e.status for e in entries if "/sets/" in str(e.path)}
+    assert per_set == {f"{folder}/sets/noise_di/seed0/di_fill.{ext}": "ok" for folder, ext in
+                       (("data", "h5"), ("data", "synthesis.json"), ("features", "h5"), ("labels", "parquet"))}
 
     def rules(jobs):
         return {rule for rule, _ in jobs}

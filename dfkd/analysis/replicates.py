@@ -166,7 +166,7 @@ def family_claims(rows: Mapping[str, Mapping], column: str, seeds: Sequence[int]
     for suffix, kind in (("_bal", "balanced"), ("", "unbalanced")):
         names = [f + suffix for f in FAMILIES if f + suffix in rows]
         claims += ordering_claims(rows, names, column, seeds, f"accuracy ({kind})", label, min_effect)
-    return claims + synthesis_claims(rows, column, seeds, label, min_effect)
+    return claims
 
 
 SYNTHESIS_CLAIMS = (  # (row A, row B, claim): Data Impressions beside arbitrary data (issue 25), A - B paired
@@ -179,7 +179,7 @@ SYNTHESIS_CLAIMS = (  # (row A, row B, claim): Data Impressions beside arbitrary
 def synthesis_claims(rows: Mapping[str, Mapping], column: str, seeds: Sequence[int], label: str = "",
                      min_effect: float | None = None) -> list[Claim]:
     """The claims of the rows synthesised from the teacher, where the table has both rows
-    (presets/synthesis.yaml adds them to the main table)."""
+    (the `synthesis` table of presets/synthesis.yaml)."""
     claims = [compare_rows(rows, a, b, column, seeds, f"{text}{label}", min_effect=min_effect)
               for a, b, text in SYNTHESIS_CLAIMS]
     return [claim for claim in claims if claim is not None]

@@ -9,8 +9,8 @@ whether it holds in our measurement.
 """
 
 # Names only (no heavy imports): the workflow reads these when it plans.
-TABLE_NAMES = ("main", "table1", "table2", "table3", "table4", "table5", "class_frequencies", "table9")
-TABLES_WITH_STUDENTS = ("main", "table1", "table2", "table3", "table4", "table5")
+TABLE_NAMES = ("main", "table1", "table2", "table3", "table4", "table5", "class_frequencies", "table9", "synthesis")
+TABLES_WITH_STUDENTS = ("main", "table1", "table2", "table3", "table4", "table5", "synthesis")
 TABLES_WITH_DISTANCES = TABLES_WITH_STUDENTS
 FIGURE_TABLES = ("main", "table1", "table2", "table5")  # error-bar figures (dfkd.analysis.study.figures)
 # The metrics of dfkd.stages.quality, each with a scatter figure of the `quality` table
