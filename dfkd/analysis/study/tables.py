@@ -9,9 +9,12 @@ numbers beside ours, one line per claim decided from paired seeds), `.tex` (the 
 booktabs) and `.json` (the rows, `claims: [{claim, difference_mean, ci_low, ci_high, n,
 verdict}]`, and provenance: every file read, with its hash).
 
-`params` is the config slice `dfkd.config.study_table_slice` makes: the target, the table
+`params` is the config slice `dfkd.slices.study_table_slice` makes: the target, the table
 name, the study's name for the target's dataset, the variants, and the rows in order, each
 `{"row": study row name, "set": transfer set, "recipe": its assemble slice}`, and the seeds.
+
+Over 400 lines because it holds one short builder per table (nine of them, in `BUILDERS`) beside
+the one writer they share; a module per builder would split what is read together.
 """
 from __future__ import annotations
 
