@@ -147,7 +147,7 @@ def test_the_synthesis_table_is_a_family_of_its_own_with_the_protocol_beside_zsk
         results.set(name, even(6000), even(6000), distance=20.0, accuracies={"default": accuracies})
         rows.append((name, name, recipe([name])))
     table, _ = build_table(results.root, params("synthesis", rows))
-    assert [c.claim for c in table.claims] == ["arbitrary data matches synthesised data: natural_bal vs impressions",
+    assert [c.claim for c in table.claims] == ["arbitrary data beats synthesised data: natural_bal > impressions",
                                               "topping up with impressions helps: natural_bal_di > natural_bal"]
     assert table.claims[1].verdict == HOLDS and table.claims[1].difference_mean == pytest.approx(3.0)
     assert table.claims[0].verdict == EQUIVALENT  # -0.03 points, 90% interval well inside +-1 (min_effect)

@@ -170,7 +170,8 @@ def family_claims(rows: Mapping[str, Mapping], column: str, seeds: Sequence[int]
 
 
 SYNTHESIS_CLAIMS = (  # (row A, row B, claim): Data Impressions beside arbitrary data (issue 25), A - B paired
-    ("natural_bal", "impressions", "arbitrary data matches synthesised data: natural_bal vs impressions"),
+    # 'holds': arbitrary data beats synthesised; 'equivalent': it matches; 'does not hold': synthesis wins
+    ("natural_bal", "impressions", "arbitrary data beats synthesised data: natural_bal > impressions"),
     ("natural_bal_di", "natural_bal", "topping up with impressions helps: natural_bal_di > natural_bal"),
     ("noise_bal_di", "noise_bal", "topping up with impressions helps: noise_bal_di > noise_bal"),
 )
