@@ -180,7 +180,9 @@ def target_fill_sources(target):
 
 
 def target_synthesis_reports(target):
-    return [path(target, r) for r in dfkd_slices.target_synthesis_reports(config, target)]
+    return [
+        path(target, r) for r in dfkd_slices.target_synthesis_reports(config, target)
+    ]
 
 
 def report_slice(target):
