@@ -112,15 +112,23 @@ def _missing(claim: str) -> Claim:
 
 
 # ---------------------------------------------------------------------------- the tables
-def main_table(reader: ReplicateReader, params: Mapping) -> Table:
-    variants, seeds = list(params["variants"]), reader.seeds
+def rows_and_claims(reader: ReplicateReader, params: Mapping,
+                    claims_of: Callable[..., list[Claim]]) -> tuple[pd.DataFrame, list[Claim], float]:
+    """A table of one row per set with an accuracy column per variant, the claims `claims_of`
+    decides in each variant's column, and the teacher's test accuracy in percent."""
+    variants = list(params["variants"])
     frame = pd.DataFrame([set_row(reader, row, variants) for row in params["rows"]])
     rows = _by_row(frame)
     claims = []
     for variant, column in accuracy_columns(variants).items():
         label = "" if len(variants) == 1 else f" [{variant}]"
-        claims += family_claims(rows, column, seeds, label, params.get("min_effect"))
-    teacher = 100.0 * float(reader.teacher()["test_accuracy"])
+        claims += claims_of(rows, column, reader.seeds, label, params.get("min_effect"))
+    return frame, claims, 100.0 * float(reader.teacher()["test_accuracy"])
+
+
+def main_table(reader: ReplicateReader, params: Mapping) -> Table:
+    variants = list(params["variants"])
+    frame, claims, teacher = rows_and_claims(reader, params, family_claims)
     return Table(
         title="Main table: students on every transfer set, with and without augmentation",
         method=f"Teacher test accuracy {teacher:.2f}%. {describe_variants(params)} Distances are exact "
@@ -138,14 +146,8 @@ ZSKD_FMNIST = ("ZSKD reports 79.62% for Data Impressions on Fashion-MNIST (LeNet
 def synthesis_table(reader: ReplicateReader, params: Mapping) -> Table:
     """Data Impressions beside arbitrary data with the same teacher, students and seeds (issue 25):
     its claims are a family of their own, at the table's own seeds."""
-    variants, seeds = list(params["variants"]), reader.seeds
-    frame = pd.DataFrame([set_row(reader, row, variants) for row in params["rows"]])
-    rows = _by_row(frame)
-    claims = []
-    for variant, column in accuracy_columns(variants).items():
-        label = "" if len(variants) == 1 else f" [{variant}]"
-        claims += synthesis_claims(rows, column, seeds, label, params.get("min_effect"))
-    teacher = 100.0 * float(reader.teacher()["test_accuracy"])
+    variants = list(params["variants"])
+    frame, claims, teacher = rows_and_claims(reader, params, synthesis_claims)
     return Table(
         title="Data Impressions beside arbitrary transfer sets: the same teacher, students and seeds",
         method=f"Teacher test accuracy {teacher:.2f}%. {describe_variants(params)} Rows *_di are the arbitrary set "
