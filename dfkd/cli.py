@@ -156,17 +156,25 @@ def cmd_label(args) -> None:
     label_source(Path(args.features), Path(args.out))
 
 
+def _params_instead_of(args, flags: dict, holds: str) -> dict | None:
+    """The workflow's `--params` (JSON), refusing the hand-typed flags it stands for; None
+    when it is not given."""
+    if args.params is None:
+        return None
+    given = [flag for flag, value in flags.items() if value is not None]
+    if given:
+        raise DfkdError(f"--params holds {holds}; drop {', '.join(given)}.")
+    return _json_arg(args.params)
+
+
 def cmd_assemble(args) -> None:
     from dfkd.stages.balance import assemble_files
 
     flags = {"--num-classes": args.num_classes, "--unbalanced": args.unbalanced or None, "--per-class": args.per_class,
              "--total": args.total, "--classes": args.classes, "--size": args.size, "--seed": args.seed,
              "--prefer": args.prefer}
-    if args.params is not None:  # the workflow's way: the set's recipe, as dfkd.slices.assemble_slice makes it
-        given = [flag for flag, value in flags.items() if value is not None]
-        if given:
-            raise DfkdError(f"--params holds the whole recipe; drop {', '.join(given)}.")
-        recipe = _json_arg(args.params)
+    recipe = _params_instead_of(args, flags, "the whole recipe")  # as dfkd.slices.assemble_slice makes it
+    if recipe is not None:
         options = {key: recipe[key] for key in ("num_classes", "balanced", "per_class", "total", "classes", "size", "seed")}
         options["prefer"] = recipe.get("prefer", "random")
     else:
@@ -227,10 +235,9 @@ def cmd_score(args) -> None:
 def cmd_quality(args) -> None:
     from dfkd.stages.quality import quality_files
 
-    if args.params is not None:
-        if args.num_classes is not None or args.per_class is not None:
-            raise DfkdError("--params holds num_classes and per_class; drop --num-classes and --per-class.")
-        params = _json_arg(args.params)
+    params = _params_instead_of(args, {"--num-classes": args.num_classes, "--per-class": args.per_class},
+                                "num_classes and per_class")  # as dfkd.slices.quality_slice makes it
+    if params is not None:
         num_classes, per_class = params["num_classes"], params["per_class"]
     elif args.num_classes is None or args.per_class is None:
         raise DfkdError("give --num-classes and --per-class, or both as --params.")
