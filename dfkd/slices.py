@@ -295,8 +295,8 @@ def report_slice(config: Mapping, target_name: str) -> dict:
         "min_effect": config["study"]["min_effect"],
         "teacher_min_accuracy": config["targets"][target_name]["teacher"].get("min_accuracy"),
         "fill_sources": target_fill_sources(config, target_name),
-        "synthesis_reports": target_synthesis_reports(config, target_name),
-        # only where they differ from the defaults (distances, test accuracy): other params stay as they were
+        # only where they differ from the defaults (synthesis, distances, test accuracy): other params stay as they were
+        **({"synthesis_reports": reports} if (reports := target_synthesis_reports(config, target_name)) else {}),
         **({} if "train" in splits else {"distances": False}),
         **({} if "test" in splits else {"score": "teacher_agreement"}),
     }
