@@ -169,11 +169,15 @@ def family_claims(rows: Mapping[str, Mapping], column: str, seeds: Sequence[int]
     return claims
 
 
-SYNTHESIS_CLAIMS = (  # (row A, row B, claim): Data Impressions beside arbitrary data (issue 25), A - B paired
-    # 'holds': arbitrary data beats synthesised; 'equivalent': it matches; 'does not hold': synthesis wins
+SYNTHESIS_CLAIMS = (  # (row A, row B, claim): data synthesised from the teacher beside arbitrary data, A - B paired
+    # 'holds': arbitrary data beats synthesised; 'equivalent': it matches; 'does not hold': synthesis wins.
+    # Data Impressions (issue 25); DeepInversion for a BatchNorm teacher (issue 27, presets/bn_synthesis.yaml)
     ("natural_bal", "impressions", "arbitrary data beats synthesised data: natural_bal > impressions"),
+    ("natural_bal", "inversion", "arbitrary data beats synthesised data: natural_bal > inversion"),
     ("natural_bal_di", "natural_bal", "topping up with impressions helps: natural_bal_di > natural_bal"),
     ("noise_bal_di", "noise_bal", "topping up with impressions helps: noise_bal_di > noise_bal"),
+    ("natural_bal_inv", "natural_bal", "topping up with inversion helps: natural_bal_inv > natural_bal"),
+    ("noise_bal_inv", "noise_bal", "topping up with inversion helps: noise_bal_inv > noise_bal"),
 )
 
 

@@ -143,15 +143,23 @@ ZSKD_FMNIST = ("ZSKD reports 79.62% for Data Impressions on Fashion-MNIST (LeNet
                "epoch's accuracy, the stricter protocol.")
 
 
+TOP_UPS = {"_di": "impressions", "_inv": "DeepInversion"}  # row suffix -> the fill's synthesiser
+
+
 def synthesis_table(reader: ReplicateReader, params: Mapping) -> Table:
-    """Data Impressions beside arbitrary data with the same teacher, students and seeds (issue 25):
-    its claims are a family of their own, at the table's own seeds."""
+    """Data synthesised from the teacher (Data Impressions, issue 25; DeepInversion, issue 27) beside
+    arbitrary data with the same teacher, students and seeds: its claims are a family of their own,
+    at the table's own seeds."""
     variants = list(params["variants"])
     frame, claims, teacher = rows_and_claims(reader, params, synthesis_claims)
+    rows = [row["row"] for row in params["rows"]]
+    made = " and ".join(name for row, name in (("impressions", "Data Impressions"), ("inversion", "DeepInversion"))
+                        if row in rows) or "Data synthesised from the teacher"
+    top_ups = [f"Rows *{suffix} are the arbitrary set topped up by a class-conditional fill of {what} (only the rows "
+               "its sources leave short)." for suffix, what in TOP_UPS.items() if any(r.endswith(suffix) for r in rows)]
     return Table(
-        title="Data Impressions beside arbitrary transfer sets: the same teacher, students and seeds",
-        method=f"Teacher test accuracy {teacher:.2f}%. {describe_variants(params)} Rows *_di are the arbitrary set "
-        "topped up by a class-conditional fill of impressions (only the rows its sources leave short).",
+        title=f"{made} beside arbitrary transfer sets: the same teacher, students and seeds",
+        method=" ".join([f"Teacher test accuracy {teacher:.2f}%. {describe_variants(params)}", *top_ups]),
         frame=frame, claims=claims, replicated=replicated_columns(variants), notes=[ZSKD_FMNIST],
     )
 
