@@ -139,6 +139,30 @@ def test_full_preset_merges_over_the_default_config_into_a_valid_one():
     assert valid["study"]["targets"] == ["fmnist", "cifar10"] and "table4" in valid["study"]["tables"]
 
 
+@pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "presets").glob("*.yaml")))
+def test_every_preset_merges_over_the_default_config_into_a_valid_one(preset):
+    import yaml
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((REPO / "presets" / preset).read_text()))
+    valid = dc.validate_config(config)
+    assert set(valid["run_targets"]) <= set(valid["targets"])
+
+
+def test_the_batchnorm_synthesis_preset_plans_inversion_on_the_batchnorm_teacher():
+    import yaml
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((REPO / "presets" / "bn_synthesis.yaml").read_text()))
+    valid = dc.validate_config(config)
+    assert valid["run_targets"] == ["fmnist_bn"]
+    assert valid["targets"]["fmnist_bn"]["teacher"]["arch"] == "lenet5_bn"
+    assert set(valid["study"]["tables"]["synthesis"]["rows"]) == {"natural_bal", "impressions", "inversion", "natural_bal_inv"}
+    assert valid["transfer_sets"]["natural_bal_inv"]["sources"] == ["patches", "patches_pool", "digits", "inv_fill"]
+
+
 def test_tuning_preset_adds_variants_that_validate():
     import yaml
     from snakemake.utils import update_config

@@ -156,6 +156,23 @@ def test_the_synthesis_table_is_a_family_of_its_own_with_the_protocol_beside_zsk
     assert not any("impressions" in c.claim for c in main.claims)  # the synthesis claims live in their table only
 
 
+def test_the_synthesis_table_of_a_batchnorm_teacher_decides_inversion_and_names_its_top_ups(results):
+    results.teacher(0.9088)
+    numbers = {"natural_bal": [0.64, 0.60, 0.68], "inversion": [0.70, 0.66, 0.74],
+               "natural_bal_inv": [0.75, 0.71, 0.80]}
+    rows = []
+    for name, accuracies in numbers.items():
+        results.set(name, even(6000), even(6000), distance=20.0, accuracies={"default": accuracies})
+        rows.append((name, name, recipe([name])))
+    table, _ = build_table(results.root, params("synthesis", rows))
+    assert [c.claim for c in table.claims] == ["arbitrary data beats synthesised data: natural_bal > inversion",
+                                              "topping up with inversion helps: natural_bal_inv > natural_bal"]
+    assert table.claims[0].verdict == "does not hold" and table.claims[0].difference_mean == pytest.approx(-6.0)
+    assert table.title.startswith("DeepInversion beside arbitrary transfer sets")
+    assert "*_inv are the arbitrary set topped up by a class-conditional fill of DeepInversion" in table.method
+    assert "*_di" not in table.method and "Teacher test accuracy 90.88%" in table.method
+
+
 def test_table4_groups_bases_and_names_the_best_balancer(results):
     grid = {"noise/none": 0.14, "noise/noise": 0.31, "noise/natural": 0.67, "digits/none": 0.5, "digits/natural": 0.45}
     rows = []
