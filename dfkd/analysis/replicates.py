@@ -177,6 +177,7 @@ SYNTHESIS_CLAIMS = (  # (row A, row B, claim): data synthesised from the teacher
     ("natural_bal_di", "natural_bal", "topping up with impressions helps: natural_bal_di > natural_bal"),
     ("noise_bal_di", "noise_bal", "topping up with impressions helps: noise_bal_di > noise_bal"),
     ("natural_bal_inv", "natural_bal", "topping up with inversion helps: natural_bal_inv > natural_bal"),
+    ("synthetic_bal_inv", "synthetic_bal", "topping up with inversion helps: synthetic_bal_inv > synthetic_bal"),
     ("noise_bal_inv", "noise_bal", "topping up with inversion helps: noise_bal_inv > noise_bal"),
 )
 
