@@ -138,14 +138,20 @@ def test_main_table_has_one_accuracy_column_per_variant_and_family_verdicts(resu
     assert "teacher/metrics.json" in inputs and "Teacher test accuracy 90.50%" in table.method
 
 
-def test_the_synthesis_table_is_a_family_of_its_own_with_the_protocol_beside_zskd(results):
-    results.teacher(0.9028)
-    numbers = {"natural_bal": [0.760, 0.770, 0.765], "impressions": [0.762, 0.768, 0.766],
-               "natural_bal_di": [0.790, 0.800, 0.795], "noise_bal": [0.69, 0.70, 0.71]}  # noise_bal_di not run
+def one_row_per_set(results, accuracies_by_set: dict) -> list:
+    """Rows of the sets named, each with a default student's accuracy per seed."""
     rows = []
-    for name, accuracies in numbers.items():
+    for name, accuracies in accuracies_by_set.items():
         results.set(name, even(6000), even(6000), distance=20.0, accuracies={"default": accuracies})
         rows.append((name, name, recipe([name])))
+    return rows
+
+
+def test_the_synthesis_table_is_a_family_of_its_own_with_the_protocol_beside_zskd(results):
+    results.teacher(0.9028)
+    rows = one_row_per_set(results, {"natural_bal": [0.760, 0.770, 0.765], "impressions": [0.762, 0.768, 0.766],
+                                     "natural_bal_di": [0.790, 0.800, 0.795],
+                                     "noise_bal": [0.69, 0.70, 0.71]})  # noise_bal_di not run
     table, _ = build_table(results.root, params("synthesis", rows))
     assert [c.claim for c in table.claims] == ["arbitrary data beats synthesised data: natural_bal > impressions",
                                               "topping up with impressions helps: natural_bal_di > natural_bal"]
@@ -158,12 +164,8 @@ def test_the_synthesis_table_is_a_family_of_its_own_with_the_protocol_beside_zsk
 
 def test_the_synthesis_table_of_a_batchnorm_teacher_decides_inversion_and_names_its_top_ups(results):
     results.teacher(0.9088)
-    numbers = {"natural_bal": [0.64, 0.60, 0.68], "inversion": [0.70, 0.66, 0.74],
-               "natural_bal_inv": [0.75, 0.71, 0.80]}
-    rows = []
-    for name, accuracies in numbers.items():
-        results.set(name, even(6000), even(6000), distance=20.0, accuracies={"default": accuracies})
-        rows.append((name, name, recipe([name])))
+    rows = one_row_per_set(results, {"natural_bal": [0.64, 0.60, 0.68], "inversion": [0.70, 0.66, 0.74],
+                                     "natural_bal_inv": [0.75, 0.71, 0.80]})
     table, _ = build_table(results.root, params("synthesis", rows))
     assert [c.claim for c in table.claims] == ["arbitrary data beats synthesised data: natural_bal > inversion",
                                               "topping up with inversion helps: natural_bal_inv > natural_bal"]
