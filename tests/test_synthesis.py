@@ -32,6 +32,21 @@ def teacher(tmp_path_factory) -> Path:
     return sharp_teacher(tmp_path_factory.mktemp("teacher") / "model.pt")
 
 
+@pytest.fixture(scope="module")
+def bn_teacher(tmp_path_factory) -> Path:
+    """An untrained LeNet-5-BN as a model file: BatchNorm layers for DeepInversion, through the same driver."""
+    import torch
+
+    from dfkd.io.artifacts import save_torch
+    from dfkd.models import build_model, model_record
+
+    torch.manual_seed(0)
+    model = build_model("lenet5_bn", 1, 10, 32).eval()
+    path = tmp_path_factory.mktemp("bn_teacher") / "model.pt"
+    save_torch(path, model_record(model, "lenet5_bn", 1, 10, 32, [0.5], [0.5], {"stage": "test"}))
+    return path
+
+
 def source_params(**block) -> dict:
     return {"source": "impressions", "block": {"kind": "impressions", "count": 30, "batch": 12, "iterations": 40,
                                                "lr": 0.05, "seed": 3, **block}, **SPEC}
@@ -115,20 +130,26 @@ class Killed(Exception):
     pass
 
 
-def test_a_killed_job_resumes_to_the_same_bytes(teacher, tmp_path):
+@pytest.mark.parametrize("synthesiser", ["impressions", "inversion"])
+def test_a_killed_job_resumes_to_the_same_bytes(synthesiser, teacher, bn_teacher, tmp_path):
+    """Three batches; killed after the second, the job makes only the third again (both synthesisers)."""
+    if synthesiser == "inversion":
+        model, params = bn_teacher, source_params(kind="inversion", count=12, batch=4, iterations=3, lr=0.05)
+    else:
+        model, params = teacher, source_params()
     (tmp_path / "whole").mkdir(), (tmp_path / "killed").mkdir()
-    make(teacher, tmp_path / "whole", source_params())
+    make(model, tmp_path / "whole", params)
 
     def kill_after_batch_2(state):
         if state.batches == 2:
             raise Killed
 
     with pytest.raises(Killed):
-        make(teacher, tmp_path / "killed", source_params(), checkpoint_seconds=0, on_batch=kill_after_batch_2)
+        make(model, tmp_path / "killed", params, checkpoint_seconds=0, on_batch=kill_after_batch_2)
     out = tmp_path / "killed/impressions.h5"
     assert not out.exists() and (tmp_path / "killed/impressions.partial.h5").exists()
     seen = []
-    make(teacher, tmp_path / "killed", source_params(), on_batch=lambda state: seen.append(state.batches))
+    make(model, tmp_path / "killed", params, on_batch=lambda state: seen.append(state.batches))
     assert seen == [3]  # only the last batch was made again
     assert out.read_bytes() == (tmp_path / "whole/impressions.h5").read_bytes()
     assert not (tmp_path / "killed/impressions.partial.h5").exists()
@@ -355,18 +376,11 @@ def test_the_workflow_makes_them_and_a_new_teacher_reruns_the_synthesis_not_what
                                                                   "assemble"}
 
 
-def test_deepinversion_plugs_into_the_same_driver(tmp_path):
-    import torch
-
-    from dfkd.io.artifacts import save_torch
-    from dfkd.models import build_model, model_record
+def test_deepinversion_plugs_into_the_same_driver(bn_teacher, tmp_path):
     from dfkd.synthesis import SYNTHESIZERS
 
     assert set(SYNTHESIZERS) >= {"impressions", "inversion"}
-    torch.manual_seed(0)
-    model = build_model("lenet5_bn", 1, 10, 32).eval()
-    teacher = tmp_path / "bn.pt"
-    save_torch(teacher, model_record(model, "lenet5_bn", 1, 10, 32, [0.5], [0.5], {"stage": "test"}))
+    teacher = bn_teacher
     params = {"source": "inverted", "block": {"kind": "inversion", "count": 6, "batch": 6, "iterations": 2}, **SPEC}
     report = synthesize_source(teacher, params, tmp_path / "inverted.h5", tmp_path / "inverted.synthesis.json")
     assert report["synthesizer"] == "inversion" and report["kept"] == 6
