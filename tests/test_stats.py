@@ -231,7 +231,7 @@ def test_undecided_claims_say_how_many_seeds_would_decide_them():
     assert claim.verdict == INCONCLUSIVE
     line = claim.line()
     assert f"about {claim.seeds_needed} seeds would decide an effect of this size (+1.33)" in line
-    assert f"about {claim.seeds_needed_min_effect} one of 1 points" in line
+    assert f"about {claim.seeds_needed_min_effect} seeds would decide one of 1 points, the smallest that matters" in line
     assert "seeds would decide" not in claim_of([3.0, 3.1, 2.9]).line()  # decided: no advice
     row = claims_rows(holm([claim]))[0]
     assert row["verdict"] == INCONCLUSIVE and row["seeds needed (this effect)"] == str(claim.seeds_needed)

@@ -184,7 +184,8 @@ class Claim:
             parts.append(f"{_seeds_text(self.seeds_needed)} seeds would decide an effect of this size "
                          f"({self.difference_mean:+.2f})")
         if self.min_effect is not None:
-            parts.append(f"{_seeds_text(self.seeds_needed_min_effect)} one of {self.min_effect:g} {self.unit}")
+            parts.append(f"{_seeds_text(self.seeds_needed_min_effect)} seeds would decide one of {self.min_effect:g} {self.unit}, "
+                         "the smallest that matters (min_effect)")
         return "; ".join(parts)
 
     def line(self) -> str:
