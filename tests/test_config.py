@@ -126,14 +126,20 @@ def test_study_table_slice_lists_rows_in_config_order_with_recipes():
     assert config["study"]["tables"]["table9"]["variants"] == ["default"]  # schema default
 
 
-def test_full_preset_merges_over_the_default_config_into_a_valid_one():
-    """`--configfile presets/full.yaml` as Snakemake merges it (nested keys update, not replace)."""
+def merged_with_preset(name: str) -> dict:
+    """config.yaml with `--configfile presets/{name}` as Snakemake merges it (nested keys update,
+    not replace), validated."""
     import yaml
     from snakemake.utils import update_config
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    update_config(config, yaml.safe_load((REPO / "presets" / "full.yaml").read_text()))
-    valid = dc.validate_config(config)
+    update_config(config, yaml.safe_load((REPO / "presets" / name).read_text()))
+    return dc.validate_config(config)
+
+
+def test_full_preset_merges_over_the_default_config_into_a_valid_one():
+    """`--configfile presets/full.yaml` as Snakemake merges it (nested keys update, not replace)."""
+    valid = merged_with_preset("full.yaml")
     assert valid["targets"]["fmnist"]["student"]["epochs"] == 100
     assert valid["targets"]["fmnist"]["student"]["temperature"] == 20  # kept from config.yaml
     assert valid["study"]["targets"] == ["fmnist", "cifar10"] and "table4" in valid["study"]["tables"]
@@ -141,22 +147,12 @@ def test_full_preset_merges_over_the_default_config_into_a_valid_one():
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "presets").glob("*.yaml")))
 def test_every_preset_merges_over_the_default_config_into_a_valid_one(preset):
-    import yaml
-    from snakemake.utils import update_config
-
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    update_config(config, yaml.safe_load((REPO / "presets" / preset).read_text()))
-    valid = dc.validate_config(config)
+    valid = merged_with_preset(preset)
     assert set(valid["run_targets"]) <= set(valid["targets"])
 
 
 def test_the_batchnorm_synthesis_preset_plans_inversion_on_the_batchnorm_teacher():
-    import yaml
-    from snakemake.utils import update_config
-
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    update_config(config, yaml.safe_load((REPO / "presets" / "bn_synthesis.yaml").read_text()))
-    valid = dc.validate_config(config)
+    valid = merged_with_preset("bn_synthesis.yaml")
     assert valid["run_targets"] == ["fmnist_bn"]
     assert valid["targets"]["fmnist_bn"]["teacher"]["arch"] == "lenet5_bn"
     assert set(valid["study"]["tables"]["synthesis"]["rows"]) == {"natural_bal", "impressions", "inversion", "natural_bal_inv",
@@ -165,12 +161,7 @@ def test_the_batchnorm_synthesis_preset_plans_inversion_on_the_batchnorm_teacher
 
 
 def test_tuning_preset_adds_variants_that_validate():
-    import yaml
-    from snakemake.utils import update_config
-
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    update_config(config, yaml.safe_load((REPO / "presets" / "tuning.yaml").read_text()))
-    valid = dc.validate_config(config)
+    valid = merged_with_preset("tuning.yaml")
     assert valid["variants"]["noaug"] == {"augment": {}}  # the config's own variant stays
     assert slices.student_slice(valid, "fmnist", "noaug_t4")["student"]["temperature"] == 4
 

@@ -380,9 +380,8 @@ def test_deepinversion_plugs_into_the_same_driver(bn_teacher, tmp_path):
     from dfkd.synthesis import SYNTHESIZERS
 
     assert set(SYNTHESIZERS) >= {"impressions", "inversion"}
-    teacher = bn_teacher
     params = {"source": "inverted", "block": {"kind": "inversion", "count": 6, "batch": 6, "iterations": 2}, **SPEC}
-    report = synthesize_source(teacher, params, tmp_path / "inverted.h5", tmp_path / "inverted.synthesis.json")
+    report = synthesize_source(bn_teacher, params, tmp_path / "inverted.h5", tmp_path / "inverted.synthesis.json")
     assert report["synthesizer"] == "inversion" and report["kept"] == 6
     assert read_h5_array(tmp_path / "inverted.h5", "soft_targets").shape == (6, 10)
 

@@ -178,7 +178,6 @@ SYNTHESIS_CLAIMS = (  # (row A, row B, claim): data synthesised from the teacher
     ("noise_bal_di", "noise_bal", "topping up with impressions helps: noise_bal_di > noise_bal"),
     ("natural_bal_inv", "natural_bal", "topping up with inversion helps: natural_bal_inv > natural_bal"),
     ("synthetic_bal_inv", "synthetic_bal", "topping up with inversion helps: synthetic_bal_inv > synthetic_bal"),
-    ("noise_bal_inv", "noise_bal", "topping up with inversion helps: noise_bal_inv > noise_bal"),
 )
 
 

@@ -143,6 +143,7 @@ ZSKD_FMNIST = ("ZSKD reports 79.62% for Data Impressions on Fashion-MNIST (LeNet
                "epoch's accuracy, the stricter protocol.")
 
 
+SYNTHESISED = {"impressions": "Data Impressions", "inversion": "DeepInversion"}  # row -> what made it
 TOP_UPS = {"_di": "impressions", "_inv": "DeepInversion"}  # row suffix -> the fill's synthesiser
 
 
@@ -153,8 +154,7 @@ def synthesis_table(reader: ReplicateReader, params: Mapping) -> Table:
     variants = list(params["variants"])
     frame, claims, teacher = rows_and_claims(reader, params, synthesis_claims)
     rows = [row["row"] for row in params["rows"]]
-    made = " and ".join(name for row, name in (("impressions", "Data Impressions"), ("inversion", "DeepInversion"))
-                        if row in rows) or "Data synthesised from the teacher"
+    made = " and ".join(name for row, name in SYNTHESISED.items() if row in rows) or "Data synthesised from the teacher"
     top_ups = [f"Rows *{suffix} are the arbitrary set topped up by a class-conditional fill of {what} (only the rows "
                "its sources leave short)." for suffix, what in TOP_UPS.items() if any(r.endswith(suffix) for r in rows)]
     return Table(
