@@ -155,8 +155,10 @@ def test_the_batchnorm_synthesis_preset_plans_inversion_on_the_batchnorm_teacher
     valid = merged_with_preset("bn_synthesis.yaml")
     assert valid["run_targets"] == ["fmnist_bn"]
     assert valid["targets"]["fmnist_bn"]["teacher"]["arch"] == "lenet5_bn"
-    assert set(valid["study"]["tables"]["synthesis"]["rows"]) == {"natural_bal", "impressions", "inversion", "natural_bal_inv",
-                                                                     "synthetic_bal", "synthetic_bal_inv"}
+    assert set(valid["study"]["tables"]["synthesis"]["rows"]) == {"noise_bal", "natural_bal", "impressions", "inversion",
+                                                                     "natural_bal_inv", "synthetic_bal",
+                                                                     "synthetic_bal_inv"}
+    assert valid["study"]["tables"]["synthesis"]["variants"] == ["default", "strong"]
     assert valid["transfer_sets"]["natural_bal_inv"]["sources"] == ["patches", "patches_pool", "digits", "inv_fill"]
 
 
